@@ -1,0 +1,57 @@
+"""API keys: random, shown once, stored as sha256, compared in constant time, revocable."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.base import utcnow
+from models.tables import ApiKey
+
+KEY_PREFIX = "gq_"
+
+
+class Role(StrEnum):
+    SUBMIT = "submit"  # create and read its own jobs
+    OPS = "ops"  # read everything, stats, metrics, dashboard
+    ADMIN = "admin"  # ops + cancel any job + manage keys
+
+
+def hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def create_key(session: Session, name: str, role: Role) -> tuple[ApiKey, str]:
+    plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(name=name, role=role.value, key_hash=hash_key(plaintext), prefix=plaintext[:10])
+    session.add(key)
+    session.flush()
+    return key, plaintext
+
+
+def find_key(session: Session, plaintext: str) -> ApiKey | None:
+    """The active key matching `plaintext`, or None. Lookup by hash, then a constant-time compare."""
+    digest = hash_key(plaintext)
+    key = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    if key is None or key.revoked_at is not None:
+        return None
+    return key if hmac.compare_digest(key.key_hash, digest) else None
+
+
+def revoke_key(session: Session, key_id_or_prefix: str) -> bool:
+    key = session.scalar(
+        select(ApiKey).where((ApiKey.id == key_id_or_prefix) | (ApiKey.prefix == key_id_or_prefix))
+    )
+    if key is None or key.revoked_at is not None:
+        return False
+    key.revoked_at = utcnow()
+    return True
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))

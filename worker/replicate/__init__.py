@@ -1,0 +1,32 @@
+"""Replicate HTTP API client: create, poll, cancel and list predictions."""
+
+from worker.replicate.client import ReplicateClient, make_http_client, version_hex
+from worker.replicate.errors import ForbiddenURLError, PermanentError, ReplicateError, TransientError
+from worker.replicate.types import (
+    KNOWN_STATUSES,
+    TERMINAL_STATUSES,
+    Page,
+    Prediction,
+    input_digest,
+    parse_page,
+    parse_prediction,
+    parse_timestamp,
+)
+
+__all__ = [
+    "KNOWN_STATUSES",
+    "TERMINAL_STATUSES",
+    "ForbiddenURLError",
+    "Page",
+    "PermanentError",
+    "Prediction",
+    "ReplicateClient",
+    "ReplicateError",
+    "TransientError",
+    "input_digest",
+    "make_http_client",
+    "parse_page",
+    "parse_prediction",
+    "parse_timestamp",
+    "version_hex",
+]
