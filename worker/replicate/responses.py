@@ -17,13 +17,9 @@ from worker.replicate.errors import PermanentError, ReplicateError, TransientErr
 
 
 def describe(status_code: int | None, title: str | None, detail: str | None, fallback: str) -> str:
-    """Build an error message from the safe parts of a problem+json body."""
-    parts: list[str] = []
-    if status_code is not None:
-        parts.append(f"HTTP {status_code}")
-    head = " ".join(parts)
+    """``HTTP <status> <title>: <detail>`` from the safe parts of a problem+json body."""
     text = ": ".join(p for p in (clip(title), clip(detail)) if p) or fallback
-    return f"{head} {text}".strip() if head else text
+    return text if status_code is None else f"HTTP {status_code} {text}"
 
 
 _SECONDS_IN_TEXT = re.compile(r"(\d+(?:\.\d+)?)\s*(?:seconds?|secs?|s)\b", re.IGNORECASE)

@@ -1,0 +1,47 @@
+"""The shape of a job request (HTTP body, JSONL line, Python call): target + input + options."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+VERSION_RE = re.compile(r"^(?:[a-z0-9][a-z0-9_.-]*/[a-z0-9][a-z0-9_.-]*:)?[0-9a-f]{64}$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*/[a-z0-9][a-z0-9_.-]*$")
+
+
+class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str | None = Field(None, description='"owner/name:<64 hex>" or "<64 hex>"', max_length=300)
+    model: str | None = Field(None, description='"owner/name" of an official model', max_length=200)
+    deployment: str | None = Field(None, description='"owner/name" of your deployment', max_length=200)
+    input: dict[str, Any] = Field(..., description="The model's input; secret fields are sealed at rest")
+    deadline_seconds: float | None = Field(
+        None, ge=5, le=86400, description="Give up (and cancel on Replicate) after this long; sent as Cancel-After"
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> JobRequest:
+        given = [n for n in ("version", "model", "deployment") if getattr(self, n)]
+        if len(given) != 1:
+            raise ValueError("exactly one of version, model or deployment is required")
+        if self.version and not VERSION_RE.match(self.version):
+            raise ValueError('version must be "owner/name:<64 hex>" or "<64 hex>" ("latest" is not valid)')
+        for name in ("model", "deployment"):
+            value = getattr(self, name)
+            if value and not NAME_RE.match(value):
+                raise ValueError(f'{name} must be "owner/name"')
+        return self
+
+    @property
+    def target(self) -> str:
+        return "version" if self.version else "model" if self.model else "deployment"
+
+    @property
+    def model_name(self) -> str | None:
+        """owner/name when we can tell it (for per-model validation and stats)."""
+        if self.version and ":" in self.version:
+            return self.version.split(":", 1)[0]
+        return self.model or self.deployment

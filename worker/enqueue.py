@@ -1,0 +1,37 @@
+"""Sending work to the workers: the one piece of `worker/` that producers (api, intake) import.
+
+Messages carry only a job id (JSON), never input or secrets. Tasks are sent by name so producers
+don't import task code.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+QUEUE = "genqueue"
+SUBMIT = "genqueue.submit"
+POLL = "genqueue.poll"
+STORE = "genqueue.store"
+CANCEL = "genqueue.cancel"
+SWEEP = "genqueue.sweep"
+
+
+class Enqueuer:
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+
+    def submit(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            self._app.send_task(SUBMIT, args=[job_id], queue=QUEUE)
+
+    def __call__(self, job_ids: list[str]) -> None:
+        self.submit(job_ids)
+
+    def poll(self, job_id: str, countdown: float = 0.0) -> None:
+        self._app.send_task(POLL, args=[job_id], queue=QUEUE, countdown=countdown or None)
+
+    def store(self, job_id: str) -> None:
+        self._app.send_task(STORE, args=[job_id], queue=QUEUE)
+
+    def cancel(self, job_id: str) -> None:
+        self._app.send_task(CANCEL, args=[job_id], queue=QUEUE)

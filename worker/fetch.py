@@ -1,0 +1,300 @@
+"""Streaming download of prediction outputs (``data:`` URIs and http(s) URLs) for the storage step.
+
+Outputs are URLs chosen by a remote party, so fetching them is an SSRF risk. Every hop (redirects are
+followed by hand, at most 5) must be on ``allowed_hosts``; unless ``allow_private`` is set or the host
+is listed exactly, hosts resolving to loopback/private/link-local/reserved addresses are refused.
+Refusals happen before any connection is made. (The address check and httpx's own resolution are
+separate lookups; the allow-list is the primary defence against DNS rebinding.)
+
+``auth_header`` is the full ``Authorization`` value; it is sent only to the origin of the first URL,
+never to a redirect target on another origin. Any ``Authorization`` default of the injected client is
+removed from every request, so never leak the API token to output hosts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from urllib.parse import unquote_to_bytes
+
+import httpx
+
+MAX_REDIRECTS = 5
+CHUNK_SIZE = 64 * 1024
+_SNIFF_BYTES = 512
+_REDIRECTS = {301, 302, 303, 307, 308}
+_OCTET = {"", "application/octet-stream", "binary/octet-stream"}
+
+
+class OutputError(Exception):
+    """Base class; ``code`` is a stable machine-readable reason. Messages hold no secrets or queries."""
+
+    retryable = False
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class OutputRefused(OutputError):
+    """Not fetched or not accepted: ``output_host_refused``, ``output_too_large``,
+    ``output_fetch_failed`` (other 4xx, bad redirect, malformed ``data:`` URI)."""
+
+
+class OutputExpired(OutputError):
+    """The file is gone (404/403/410): Replicate deletes outputs after an hour. Do not retry."""
+
+
+class OutputTransient(OutputError):
+    """5xx, 429, DNS, connect or read failure: worth retrying."""
+
+    retryable = True
+
+
+@dataclass
+class OutputSource:
+    content_type: str
+    chunks: Iterator[bytes]
+    _closer: Callable[[], None] | None = field(default=None, repr=False)
+
+    def close(self) -> None:
+        if self._closer is not None:
+            closer, self._closer = self._closer, None
+            closer()
+
+
+def sniff_content_type(first: bytes) -> str | None:
+    """Recognise PNG, JPEG, GIF, WEBP and SVG from the first bytes; None otherwise."""
+    if first.startswith(b"\x89PNG\r\n\x1a\n") or first.startswith(b"\x89PNG"):
+        return "image/png"
+    if first.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if first.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if len(first) >= 12 and first[:4] == b"RIFF" and first[8:12] == b"WEBP":
+        return "image/webp"
+    head = first.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"<svg") or (head.startswith((b"<?xml", b"<!doctype svg")) and b"<svg" in head):
+        return "image/svg+xml"
+    return None
+
+
+def _choose_type(declared: str, first: bytes) -> str:
+    media = declared.split(";", 1)[0].strip().lower()
+    sniffed = sniff_content_type(first)
+    if media in _OCTET:
+        return sniffed or "application/octet-stream"
+    if media.startswith("image/") and sniffed and sniffed != media:
+        return sniffed
+    return media
+
+
+def _normalize_host(entry: str) -> str:
+    entry = entry.strip().lower().rstrip(".")
+    if entry.startswith("["):  # [v6]:port
+        return entry[1 : entry.find("]")] if "]" in entry else entry[1:]
+    if entry.count(":") == 1:  # host:port
+        entry = entry.split(":", 1)[0]
+    return entry
+
+
+def host_allowed(host: str, allowed_hosts: list[str]) -> tuple[bool, bool]:
+    """(allowed, listed exactly). Entries: exact names or IP literals, or ``*.example.com``."""
+    host = _normalize_host(host)
+    for raw in allowed_hosts:
+        entry = _normalize_host(raw)
+        if entry.startswith("*."):
+            if host.endswith(entry[1:]) and len(host) > len(entry) - 1:
+                return True, False
+        elif entry and host == entry:
+            return True, True
+    return False, False
+
+
+def _is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local)
+
+
+def _check_public(host: str, port: int) -> None:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise OutputTransient("output_transient", f"cannot resolve output host {host}") from exc
+    addresses = {str(info[4][0]) for info in infos}
+    if not addresses or not all(_is_public(a) for a in addresses):
+        raise OutputRefused("output_host_refused", f"output host {host} resolves to a non-public address")
+
+
+def _check_url(url: httpx.URL, allowed_hosts: list[str], allow_private: bool) -> None:
+    if url.scheme not in ("http", "https") or not url.host:
+        raise OutputRefused("output_host_refused", f"unsupported output URL scheme {url.scheme!r}")
+    allowed, exact = host_allowed(url.host, allowed_hosts)
+    if not allowed:
+        raise OutputRefused("output_host_refused", f"output host {url.host} is not allowed")
+    if not (allow_private or exact):
+        _check_public(url.host, url.port or (443 if url.scheme == "https" else 80))
+
+
+def _safe(url: httpx.URL) -> str:
+    """URL for messages: scheme, host and path only (query strings may carry signatures)."""
+    return f"{url.scheme}://{url.host}{url.path}"
+
+
+def _decode_data_uri(ref: str, max_bytes: int) -> OutputSource:
+    header, sep, payload = ref[5:].partition(",")
+    if not sep:
+        raise OutputRefused("output_fetch_failed", "malformed data: URI")
+    params = [p.strip() for p in header.split(";")]
+    is_b64 = any(p.lower() == "base64" for p in params[1:])
+    declared = params[0] if params[0] else "text/plain"
+    if len(payload) > max_bytes * 4 // 3 + 16 and (is_b64 or len(payload) > 3 * max_bytes):
+        raise OutputRefused("output_too_large", "data: URI exceeds the size limit")
+    raw = unquote_to_bytes(payload)
+    if is_b64:
+        try:
+            raw = base64.b64decode(b"".join(raw.split()), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise OutputRefused("output_fetch_failed", "malformed base64 in data: URI") from exc
+    if len(raw) > max_bytes:
+        raise OutputRefused("output_too_large", "data: URI exceeds the size limit")
+    return OutputSource(content_type=_choose_type(declared, raw[:_SNIFF_BYTES]), chunks=iter([raw]))
+
+
+def _status_error(response: httpx.Response, url: httpx.URL) -> OutputError:
+    status = response.status_code
+    where = _safe(url)
+    if status in (403, 404, 410):
+        return OutputExpired("output_expired", f"output {where} is gone (HTTP {status})")
+    if status >= 500 or status == 429:
+        return OutputTransient("output_transient", f"output {where} answered HTTP {status}")
+    return OutputRefused("output_fetch_failed", f"output {where} answered HTTP {status}")
+
+
+def _transport_failure(exc: httpx.TransportError, url: httpx.URL) -> OutputTransient:
+    return OutputTransient("output_transient", f"{type(exc).__name__} fetching output {_safe(url)}")
+
+
+def _send(
+    http: httpx.Client, url: httpx.URL, auth: str | None, timeout: float
+) -> httpx.Response:
+    request = http.build_request("GET", url, timeout=httpx.Timeout(timeout))
+    request.headers.pop("Authorization", None)
+    request.headers.pop("Cookie", None)
+    if auth is not None:
+        request.headers["Authorization"] = auth
+    try:
+        return http.send(request, stream=True, follow_redirects=False)
+    except httpx.TransportError as exc:
+        raise _transport_failure(exc, url) from exc
+
+
+def _open_http(
+    ref: str,
+    http: httpx.Client,
+    allowed_hosts: list[str],
+    allow_private: bool,
+    timeout: float,
+    auth_header: str | None,
+) -> tuple[httpx.Response, httpx.URL]:
+    try:
+        url = httpx.URL(ref)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise OutputRefused("output_fetch_failed", "malformed output URL") from exc
+    first_origin = (url.scheme, url.host, url.port)
+    for _hop in range(MAX_REDIRECTS + 1):
+        _check_url(url, allowed_hosts, allow_private)
+        same_origin = (url.scheme, url.host, url.port) == first_origin
+        response = _send(http, url, auth_header if same_origin else None, timeout)
+        if response.status_code not in _REDIRECTS:
+            return response, url
+        location = response.headers.get("location")
+        response.close()
+        if not location:
+            raise OutputRefused("output_fetch_failed", f"redirect without Location from {_safe(url)}")
+        try:
+            url = url.join(location)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise OutputRefused("output_fetch_failed", "malformed redirect Location") from exc
+    raise OutputRefused("output_fetch_failed", f"more than {MAX_REDIRECTS} redirects")
+
+
+def _counted(
+    response: httpx.Response, url: httpx.URL, head: bytes, rest: Iterator[bytes], max_bytes: int
+) -> Iterator[bytes]:
+    total = len(head)
+    if head:
+        yield head
+    try:
+        for chunk in rest:
+            total += len(chunk)
+            if total > max_bytes:
+                raise OutputRefused("output_too_large", f"output {_safe(url)} exceeds {max_bytes} bytes")
+            yield chunk
+    except httpx.TransportError as exc:
+        raise _transport_failure(exc, url) from exc
+    finally:
+        response.close()
+
+
+def _stream_response(response: httpx.Response, url: httpx.URL, max_bytes: int) -> OutputSource:
+    length = response.headers.get("content-length")
+    if length is not None and length.strip().isdigit() and int(length) > max_bytes:
+        raise OutputRefused("output_too_large", f"output {_safe(url)} is larger than {max_bytes} bytes")
+    rest = response.iter_bytes(CHUNK_SIZE)
+    head = b""
+    try:
+        while len(head) < _SNIFF_BYTES:
+            chunk = next(rest, None)
+            if chunk is None:
+                break
+            head += chunk
+    except httpx.TransportError as exc:
+        raise _transport_failure(exc, url) from exc
+    if len(head) > max_bytes:
+        raise OutputRefused("output_too_large", f"output {_safe(url)} exceeds {max_bytes} bytes")
+    content_type = _choose_type(response.headers.get("content-type", ""), head[:_SNIFF_BYTES])
+    return OutputSource(
+        content_type=content_type,
+        chunks=_counted(response, url, head, rest, max_bytes),
+        _closer=response.close,
+    )
+
+
+@contextmanager
+def open_output(
+    ref: str,
+    *,
+    http: httpx.Client,
+    allowed_hosts: list[str],
+    allow_private: bool = False,
+    max_bytes: int = 50 * 1024 * 1024,
+    timeout: float = 60.0,
+    auth_header: str | None = None,
+) -> Iterator[OutputSource]:
+    """Open an output for streaming; the source is closed when the ``with`` block ends.
+
+    Raises OutputRefused / OutputExpired / OutputTransient (also while iterating ``chunks``)."""
+    ref = ref.strip()
+    if ref[:5].lower() == "data:":
+        source = _decode_data_uri(ref, max_bytes)
+    else:
+        response, url = _open_http(ref, http, allowed_hosts, allow_private, timeout, auth_header)
+        try:
+            if not 200 <= response.status_code < 300:
+                raise _status_error(response, url)
+            source = _stream_response(response, url, max_bytes)
+        except BaseException:
+            response.close()
+            raise
+    try:
+        yield source
+    finally:
+        source.close()
