@@ -49,8 +49,10 @@ def _logs(rec: Record, state: State) -> str | None:
         return None
     if state.started_us is None:
         return ""
-    steps = rec.input.get("steps", 4)
-    lines = [f"Using seed: {int(rec.input.get('seed', rec.created_us % 100000))}",
+    steps, seed = rec.input.get("steps", 4), rec.input.get("seed")
+    if not isinstance(seed, int):
+        seed = rec.created_us % 100000
+    lines = [f"Using seed: {seed}",
              f"Generating image ({rec.size[0]}x{rec.size[1]}, {steps} steps)"]
     if state.status == "succeeded":
         lines += ["Image generated", f"Written {rec.n_outputs} output file(s)"]

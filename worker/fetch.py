@@ -182,9 +182,7 @@ def _transport_failure(exc: httpx.TransportError, url: httpx.URL) -> OutputTrans
     return OutputTransient("output_transient", f"{type(exc).__name__} fetching output {_safe(url)}")
 
 
-def _send(
-    http: httpx.Client, url: httpx.URL, auth: str | None, timeout: float
-) -> httpx.Response:
+def _send(http: httpx.Client, url: httpx.URL, auth: str | None, timeout: float) -> httpx.Response:
     request = http.build_request("GET", url, timeout=httpx.Timeout(timeout))
     request.headers.pop("Authorization", None)
     request.headers.pop("Cookie", None)
