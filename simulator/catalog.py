@@ -42,9 +42,15 @@ KNOWN_VERSIONS: dict[str, VersionInfo] = {
     v.id: v
     for v in (
         _jigsaw(JIGSAW_LATEST, "2025-05-14T19:21:41.512436Z"),
-        _jigsaw("108c6bc35fe8f8fe6b0329f2cff03233bc5d132f4006ce2565b36bab6a587ec4", "2025-03-26T22:10:05.227391Z"),
-        _jigsaw("d03decea0f0ad7ee9aecaf2561eb5d195c687319d66bc3d802fd008013e718c8", "2025-02-10T17:41:32.802114Z"),
-        _jigsaw("6a66e87ee7e9afbabd25ee50458c88ab62463f13678e07b5e0fa96c0045c5c0c", "2025-01-21T08:02:47.090214Z"),
+        _jigsaw(
+            "108c6bc35fe8f8fe6b0329f2cff03233bc5d132f4006ce2565b36bab6a587ec4", "2025-03-26T22:10:05.227391Z"
+        ),
+        _jigsaw(
+            "d03decea0f0ad7ee9aecaf2561eb5d195c687319d66bc3d802fd008013e718c8", "2025-02-10T17:41:32.802114Z"
+        ),
+        _jigsaw(
+            "6a66e87ee7e9afbabd25ee50458c88ab62463f13678e07b5e0fa96c0045c5c0c", "2025-01-21T08:02:47.090214Z"
+        ),
     )
 }
 LATEST_BY_MODEL = {JIGSAW_MODEL: JIGSAW_LATEST}

@@ -15,7 +15,9 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
 
-def image_size(aspect_ratio: str | None, width: int | None = None, height: int | None = None) -> tuple[int, int]:
+def image_size(
+    aspect_ratio: str | None, width: int | None = None, height: int | None = None
+) -> tuple[int, int]:
     """Pixel size with a long side of 64 keeping the asked proportions (16:9 -> 64x36)."""
     w, h = 1.0, 1.0
     if width and height:
@@ -36,7 +38,7 @@ def image_size(aspect_ratio: str | None, width: int | None = None, height: int |
 def make_png(key: str, width: int = LONG_SIDE, height: int = LONG_SIDE) -> bytes:
     """An RGB gradient whose colours and stripe come from sha256(key): unique per key, stable."""
     digest = hashlib.sha256(key.encode()).digest()
-    r0, g0, b0, r1, g1, b1, stripe = digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6]
+    r0, g0, b0, r1, g1, b1, stripe = digest[:7]
     rows = bytearray()
     for y in range(height):
         rows.append(0)  # filter type: none

@@ -12,8 +12,9 @@ from worker.enqueue import QUEUE
 MAX_COUNTDOWN = 600
 
 
-def make_celery(settings: Settings, *, include_tasks: bool = False) -> Celery:
-    app = Celery("genqueue", broker=settings.redis_url, include=["worker.tasks"] if include_tasks else [])
+def make_celery(settings: Settings) -> Celery:
+    """A producer-side app (send_task only); `make_worker_app` adds the tasks."""
+    app = Celery("genqueue", broker=settings.redis_url)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -38,4 +39,14 @@ def make_celery(settings: Settings, *, include_tasks: bool = False) -> Celery:
             "sweep": {"task": "genqueue.sweep", "schedule": settings.sweep_interval, "options": {"queue": QUEUE}},
         },
     )
+    return app
+
+
+def make_worker_app(settings: Settings) -> Celery:
+    """The app a worker or beat process runs: tasks registered, resources built per process."""
+    from worker import runtime, tasks
+
+    app = make_celery(settings)
+    tasks.register(app)
+    runtime.configure(settings, app)
     return app

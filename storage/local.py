@@ -19,9 +19,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from worker.storage.base import CHUNK_SIZE, HashingCounter, StoredObject
-from worker.storage.errors import StorageError, StorageNotFound
-from worker.storage.keys import content_type_for, validate_key
+from storage.base import CHUNK_SIZE, HashingCounter, StoredObject
+from storage.errors import StorageError, StorageNotFound
+from storage.keys import content_type_for, validate_key
 
 _TMP_PREFIX = ".tmp-"
 _FILE_MODE = 0o644

@@ -1,0 +1,55 @@
+"""`genqueue keys create|list|revoke`: API keys are shown once, stored hashed."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cli.context import die, settings_or_die
+
+app = typer.Typer(no_args_is_help=True, help="Manage API keys.")
+
+
+def _sessions():  # type: ignore[no-untyped-def]
+    from models.db import make_engine, make_session_factory
+
+    return make_session_factory(make_engine(settings_or_die().effective_database_url))
+
+
+@app.command()
+def create(name: Annotated[str, typer.Option(min=1, max=100)],
+           role: Annotated[str, typer.Option(help="submit | ops | admin")] = "submit") -> None:
+    """Create a key; the key itself is printed once, on the last line."""
+    from models.keys import Role, create_key
+
+    try:
+        r = Role(role)
+    except ValueError:
+        die(f"--role must be one of submit, ops, admin (got {role!r})")
+    with _sessions().begin() as session:
+        key, plaintext = create_key(session, name, r)
+        typer.echo(f"created key {key.prefix}… name={name} role={r.value} (store it now; it is not shown again)")
+    typer.echo(plaintext)
+
+
+@app.command("list")
+def list_() -> None:
+    """List keys (prefix, name, role, state)."""
+    from models.keys import list_keys
+
+    with _sessions()() as session:
+        for k in list_keys(session):
+            state = "revoked" if k.revoked_at else "active"
+            typer.echo(f"{k.id}  {k.prefix}…  {k.role:<6}  {state:<7}  {k.name}")
+
+
+@app.command()
+def revoke(key: Annotated[str, typer.Argument(help="key id or prefix")]) -> None:
+    """Revoke a key; it stops working at once."""
+    from models.keys import revoke_key
+
+    with _sessions().begin() as session:
+        if not revoke_key(session, key):
+            die(f"no active key {key!r}", 1)
+    typer.echo(f"revoked {key}")

@@ -1,0 +1,140 @@
+"""The `genqueue` command: one entry point per process kind, plus submit, keys, demo and stats."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from cli import keys_cmd, submit_cmd
+from cli.context import die, settings_or_die
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="genqueue: durable Replicate generation jobs on Celery + Redis + SQL.")
+app.add_typer(keys_cmd.app, name="keys")
+app.command("submit")(submit_cmd.submit)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (Alembic)."""
+    from models.db import make_engine
+    from models.migrate import upgrade
+
+    s = settings_or_die()
+    engine = make_engine(s.effective_database_url)
+    try:
+        upgrade(engine)
+    except Exception as exc:
+        die(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    finally:
+        engine.dispose()
+    typer.echo(f"database at head: {engine.url.render_as_string(hide_password=True)}")
+
+
+@app.command()
+def api(host: str = "127.0.0.1", port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+        workers: Annotated[int, typer.Option(min=1, max=64)] = 1) -> None:
+    """Serve the HTTP API (OpenAPI at /docs)."""
+    import uvicorn
+
+    from core.logs import setup_logging
+
+    s = settings_or_die()
+    setup_logging(s.log_level)
+    if workers > 1:
+        uvicorn.run("api.asgi:app", host=host, port=port, workers=workers, log_level="warning",
+                    access_log=False, factory=False)
+        return
+    from api.app import create_app
+
+    uvicorn.run(create_app(s), host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
+def worker(concurrency: Annotated[int, typer.Option(min=1, max=512)] = 4,
+           pool: Annotated[str, typer.Option(help="prefork | threads | solo")] = "prefork",
+           events: Annotated[bool, typer.Option(help="emit task events for Flower")] = False) -> None:
+    """Run a Celery worker (submit, poll, store, sweep tasks)."""
+    from core.logs import setup_logging
+    from worker.celery_app import make_worker_app
+    from worker.enqueue import QUEUE
+
+    if pool not in ("prefork", "threads", "solo"):
+        die("--pool must be prefork, threads or solo")
+    s = settings_or_die()
+    try:
+        s.token()
+    except Exception as exc:
+        die(str(exc))
+    setup_logging(s.log_level)
+    celery = make_worker_app(s)
+    argv = ["worker", "-Q", QUEUE, "-c", str(concurrency), "-P", pool, "--loglevel", s.log_level,
+            "--without-gossip", "--without-mingle"]
+    if events:
+        argv.append("-E")
+    celery.worker_main(argv)
+
+
+@app.command()
+def beat() -> None:
+    """Run Celery beat (the sweeper's schedule). Run exactly one per deployment."""
+    from core.logs import setup_logging
+    from worker.celery_app import make_worker_app
+
+    s = settings_or_die()
+    setup_logging(s.log_level)
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    celery = make_worker_app(s)
+    celery.start(["beat", "--loglevel", s.log_level, "-s", str(s.data_dir / "celerybeat-schedule")])
+
+
+@app.command()
+def simulator(host: str = "127.0.0.1", port: Annotated[int, typer.Option(min=1, max=65535)] = 5001,
+              predict_seconds: float = 1.8, start_delay: float = 0.5,
+              set_: Annotated[list[str] | None, typer.Option("--set", help="knob=value (JSON value), repeatable")] = None,
+              ) -> None:
+    """Run the Replicate-compatible simulator (token r8_sim_fake_token)."""
+    from simulator.config import SimConfig
+    from simulator.server import serve
+
+    try:
+        cfg = SimConfig(predict_seconds=predict_seconds, start_delay=start_delay)
+        changes = {}
+        for item in set_ or []:
+            key, sep, raw = item.partition("=")
+            if not sep:
+                die(f"--set expects knob=value, got {item!r}")
+            try:
+                changes[key.strip()] = json.loads(raw)
+            except json.JSONDecodeError:
+                changes[key.strip()] = raw
+        cfg.update(changes)
+    except ValueError as exc:
+        die(f"simulator: {exc}")
+    serve(host, port, cfg, log_level="warning")
+
+
+@app.command()
+def up(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4,
+       simulator: Annotated[bool, typer.Option(help="also run the simulator and point at it")] = False) -> None:
+    """API + worker + beat (+ simulator) as one supervised command for a single machine."""
+    from cli.stack import run_up
+
+    run_up(settings_or_die(), host=host, port=port, concurrency=concurrency, with_simulator=simulator)
+
+
+@app.command()
+def demo(jobs: Annotated[int, typer.Option(min=1, max=10000)] = 20,
+         concurrency: Annotated[int, typer.Option(min=1, max=64)] = 4,
+         predict_seconds: float = 2.0) -> None:
+    """Run the whole system on the embedded default with the simulator and 20 ocean prompts."""
+    from cli.demo import run_demo
+
+    sys.exit(run_demo(jobs=jobs, concurrency=concurrency, predict_seconds=predict_seconds))
+
+
+def main() -> None:
+    app()

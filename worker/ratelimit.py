@@ -1,0 +1,85 @@
+"""One rate limiter for every worker on every host: a token bucket kept in Redis, updated atomically.
+
+Creates and reads have separate budgets (Replicate: 600 creates/min and 3000 other requests/min per
+account). A caller that gets no token is told how long to wait and reschedules itself instead of
+sleeping, so a worker slot is never held by the limiter.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+# KEYS[1] bucket hash; ARGV: rate per second, burst, now (s), cost. Returns wait seconds (0 = granted).
+_LUA = """
+local rate = tonumber(ARGV[1]); local burst = tonumber(ARGV[2])
+local now = tonumber(ARGV[3]); local cost = tonumber(ARGV[4])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(b[1]); local ts = tonumber(b[2])
+if tokens == nil then tokens = burst; ts = now end
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local wait = 0
+if tokens >= cost then tokens = tokens - cost else wait = (cost - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
+return tostring(wait)
+"""
+
+
+class RateLimiter:
+    def __init__(self, client: redis.Redis, *, create_per_min: int, read_per_min: int, prefix: str = "gq:rl") -> None:
+        self._redis = client
+        self._script = client.register_script(_LUA)
+        # Burst of ~5 s of budget: short bursts are allowed by Replicate, a whole minute is not.
+        self._limits = {
+            "create": (create_per_min / 60.0, max(1.0, create_per_min / 12.0)),
+            "read": (read_per_min / 60.0, max(1.0, read_per_min / 12.0)),
+        }
+        self._prefix = prefix
+
+    def acquire(self, kind: str, cost: float = 1.0) -> float:
+        """Take `cost` tokens of `kind` ("create" or "read"); returns 0.0, or seconds to wait first."""
+        rate, burst = self._limits[kind]
+        # Redis server time, so hosts with skewed clocks share one bucket correctly.
+        sec, usec = self._redis.time()
+        now = sec + usec / 1e6
+        wait = float(self._script(keys=[f"{self._prefix}:{kind}"], args=[rate, burst, now, cost]))
+        return wait
+
+    def pause(self, kind: str, seconds: float) -> None:
+        """Stop granting `kind` for a while (a 429 from Replicate says our budget is off)."""
+        self._redis.set(f"{self._prefix}:{kind}:paused", "1", px=max(1, int(seconds * 1000)))
+
+    def paused_for(self, kind: str) -> float:
+        ms = self._redis.pttl(f"{self._prefix}:{kind}:paused")
+        return ms / 1000.0 if ms and ms > 0 else 0.0
+
+
+class CircuitBreaker:
+    """Pauses creates after repeated 5xx from Replicate; polls go on (they are cheap and safe)."""
+
+    def __init__(self, client: redis.Redis, *, threshold: int = 5, window: float = 30.0, open_for: float = 15.0,
+                 prefix: str = "gq:cb") -> None:
+        self._redis = client
+        self._threshold = threshold
+        self._window = window
+        self._open_for = open_for
+        self._prefix = prefix
+
+    def open_for(self) -> float:
+        ms = self._redis.pttl(f"{self._prefix}:open")
+        return ms / 1000.0 if ms and ms > 0 else 0.0
+
+    def failure(self) -> None:
+        key = f"{self._prefix}:fails"
+        pipe = self._redis.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, int(self._window))
+        count = int(pipe.execute()[0])
+        if count >= self._threshold:
+            self._redis.set(f"{self._prefix}:open", str(time.time()), px=int(self._open_for * 1000))
+            self._redis.delete(key)
+
+    def success(self) -> None:
+        self._redis.delete(f"{self._prefix}:fails")

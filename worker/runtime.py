@@ -1,0 +1,99 @@
+"""Per-process resources of a worker, built on first use after the fork and handed to services.
+
+Celery forks its pool processes; connections (SQL pool, httpx, Redis) must be created in the child,
+so they are built lazily by the first task a process runs, from the settings the CLI configured.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import redis
+from cryptography.fernet import MultiFernet
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.crypto import load_cipher
+from core.settings import Settings
+from models.db import make_engine, make_session_factory
+from worker import metrics
+from worker.enqueue import Enqueuer
+from worker.ratelimit import CircuitBreaker, RateLimiter
+from worker.replicate import ReplicateClient, make_http_client
+
+if TYPE_CHECKING:
+    from storage import Storage
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    replicate: ReplicateClient
+    downloads: httpx.Client
+    storage: Storage
+    limiter: RateLimiter
+    breaker: CircuitBreaker
+    enqueuer: Enqueuer
+    recorder: metrics.Recorder
+    cipher: MultiFernet
+    redis: redis.Redis
+
+
+_settings: Settings | None = None
+_app: Any = None
+_ctx: WorkerContext | None = None
+_pid: int | None = None
+
+
+def configure(settings: Settings, app: Any) -> None:
+    global _settings, _app, _ctx
+    _settings, _app, _ctx = settings, app, None
+
+
+def build_context(settings: Settings, app: Any) -> WorkerContext:
+    from storage import make_storage
+
+    rclient = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    recorder = metrics.Recorder(rclient)
+    http = make_http_client(
+        base_url=settings.replicate_base_url,
+        token=settings.token(),
+        timeout=settings.replicate_timeout,
+    )
+    storage = make_storage(
+        settings.effective_storage_url,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=(
+            settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None
+        ),
+        aws_region=settings.aws_region,
+    )
+    return WorkerContext(
+        settings=settings,
+        sessions=make_session_factory(make_engine(settings.effective_database_url, pool_size=2)),
+        replicate=ReplicateClient(http, settings.replicate_base_url, on_response=recorder.replicate_response),
+        downloads=httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False),
+        storage=storage,
+        limiter=RateLimiter(rclient, create_per_min=settings.create_rate_per_min,
+                            read_per_min=settings.read_rate_per_min),
+        breaker=CircuitBreaker(rclient),
+        enqueuer=Enqueuer(app),
+        recorder=recorder,
+        cipher=load_cipher(
+            settings.secrets_key.get_secret_value() if settings.secrets_key else None, settings.data_dir
+        ),
+        redis=rclient,
+    )
+
+
+def get() -> WorkerContext:
+    global _ctx, _pid
+    if _ctx is None or _pid != os.getpid():
+        if _settings is None:
+            raise RuntimeError("worker.runtime.configure() was not called")
+        _ctx, _pid = build_context(_settings, _app), os.getpid()
+    return _ctx

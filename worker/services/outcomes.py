@@ -1,0 +1,32 @@
+"""What a service tells its task: done, or run again later (the task layer owns rescheduling)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Next:
+    """Follow-up work for the task layer to enqueue after the service committed."""
+
+    task: str | None = None  # "poll" | "store" | "submit" | None (nothing further)
+    countdown: float = 0.0
+
+
+DONE = Next()
+
+
+class RetryLater(Exception):  # noqa: N818 - a signal, not an error
+    """The step could not run now (rate limit, transient error); run the same step again later."""
+
+    def __init__(self, delay: float, reason: str) -> None:
+        super().__init__(reason)
+        self.delay = delay
+        self.reason = reason
+
+
+def backoff(attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:
+    """Exponential back-off with full jitter, so a fleet of workers doesn't retry in lock-step."""
+    import random
+
+    return random.uniform(base / 2, min(cap, base * 2 ** max(0, attempt)))

@@ -1,0 +1,78 @@
+"""Refresh a running prediction with one GET of its `urls.get`, and decide when to look again.
+
+No task ever sleeps while a prediction runs: a poll is one HTTP call, then the task reschedules
+itself with a countdown, so one worker process carries thousands of predictions in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from models.base import utcnow
+from models.jobs import touch
+from models.status import ErrorCode, JobStatus
+from models.tables import Job
+from worker.replicate import PermanentError, Prediction, TransientError
+from worker.runtime import WorkerContext
+from worker.services.observe import apply_terminal, prediction_fields
+from worker.services.outcomes import DONE, Next, RetryLater, backoff
+from worker.services.submit import fail
+
+log = logging.getLogger(__name__)
+
+EARLY = timedelta(seconds=0.25)
+
+
+def next_delay(ctx: WorkerContext, job: Job, p: Prediction) -> float:
+    """Poll soon after the expected finish, then back off (bounded) for long predictions."""
+    s = ctx.settings
+    if p.status == "starting":
+        return min(s.poll_max_delay, max(0.5, s.poll_initial_delay))
+    return min(s.poll_max_delay, s.poll_initial_delay * (1.25 ** min(job.polls, 20)))
+
+
+def poll(ctx: WorkerContext, job_id: str) -> Next:
+    with ctx.sessions() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status != JobStatus.RUNNING or not job.prediction_get_url:
+            return DONE
+    now = utcnow()
+    if job.next_check_at and now < job.next_check_at - EARLY and job.cancel_requested_at is None:
+        # Another poll chain already set a later check time: this message is a duplicate (sweeper
+        # re-enqueue, redelivery). Dropping it keeps one chain per job and one GET per interval.
+        return DONE
+    if job.deliveries >= ctx.settings.max_deliveries:
+        with ctx.sessions.begin() as session:
+            return fail(session, job, JobStatus.RUNNING, ErrorCode.POISON, "gave up after repeated poll crashes")
+    wants_cancel = job.cancel_requested_at is not None or (job.deadline_at is not None and now >= job.deadline_at)
+    wait = ctx.limiter.acquire("read")
+    if wait > 0:
+        ctx.recorder.limiter_wait("read", wait)
+        raise RetryLater(wait, "read budget")
+    try:
+        if wants_cancel and job.prediction_status not in ("succeeded", "failed", "canceled", "aborted"):
+            url = job.prediction_cancel_url or job.prediction_get_url.rstrip("/") + "/cancel"
+            p = ctx.replicate.cancel(url)
+            log.info("job=%s canceled prediction=%s on Replicate", job.id, p.id)
+            if not p.is_terminal:  # cancel accepted; the next poll sees the final status
+                p = ctx.replicate.get(job.prediction_get_url)
+        else:
+            p = ctx.replicate.get(job.prediction_get_url)
+    except TransientError as exc:
+        if exc.status_code == 429:
+            ctx.limiter.pause("read", exc.retry_after or 1.0)
+        raise RetryLater(exc.retry_after or backoff(job.polls % 6), f"poll transient {exc.status_code}") from None
+    except PermanentError as exc:
+        with ctx.sessions.begin() as session:
+            if exc.status_code == 404:
+                return fail(session, job, JobStatus.RUNNING, ErrorCode.LOST, "prediction not found on Replicate")
+            return fail(session, job, JobStatus.RUNNING, ErrorCode.REPLICATE_ERROR, str(exc))
+    now = utcnow()
+    with ctx.sessions.begin() as session:
+        if p.is_terminal:
+            return apply_terminal(session, job, JobStatus.RUNNING, p, now)
+        delay = next_delay(ctx, job, p)
+        touch(session, job.id, JobStatus.RUNNING, **prediction_fields(p), polls=job.polls + 1, deliveries=0,
+              next_check_at=now + timedelta(seconds=delay))
+    return Next("poll", delay)

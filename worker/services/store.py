@@ -1,0 +1,67 @@
+"""Copy a succeeded prediction's outputs into object storage, streaming, one output at a time.
+
+Keys derive from the job id and output index, and an output already recorded is skipped, so running
+this twice (a redelivery, the sweeper) neither duplicates nor corrupts anything.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from models.base import utcnow
+from models.jobs import finish_timings, transition
+from models.status import ErrorCode, JobStatus
+from models.tables import Job, JobOutput
+from storage import StorageError, output_key
+from worker.fetch import OutputExpired, OutputRefused, OutputTransient, open_output
+from worker.runtime import WorkerContext
+from worker.services.outcomes import DONE, Next, RetryLater, backoff
+from worker.services.submit import fail
+
+log = logging.getLogger(__name__)
+
+
+def store(ctx: WorkerContext, job_id: str) -> Next:
+    with ctx.sessions() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status != JobStatus.STORING:
+            return DONE
+        done = set(session.scalars(select(JobOutput.index).where(JobOutput.job_id == job_id)))
+    if job.deliveries >= ctx.settings.max_deliveries:
+        with ctx.sessions.begin() as session:
+            return fail(session, job, JobStatus.STORING, ErrorCode.POISON, "gave up after repeated storage attempts")
+    with ctx.sessions.begin() as session:
+        session.execute(Job.__table__.update().where(Job.id == job_id).values(deliveries=Job.deliveries + 1))
+    s = ctx.settings
+    for index, ref in enumerate(job.output_refs or []):
+        if index in done:
+            continue
+        try:
+            with open_output(ref, http=ctx.downloads, allowed_hosts=s.allowed_hosts,
+                             allow_private=s.output_allow_private, max_bytes=s.output_max_bytes) as src:
+                key = output_key(job.id, index, src.content_type)
+                obj = ctx.storage.put_stream(key, src.chunks, src.content_type)
+        except OutputExpired as exc:
+            with ctx.sessions.begin() as session:
+                return fail(session, job, JobStatus.STORING, ErrorCode.OUTPUT_EXPIRED, str(exc))
+        except OutputRefused as exc:
+            with ctx.sessions.begin() as session:
+                return fail(session, job, JobStatus.STORING, ErrorCode.OUTPUT_REFUSED, f"{exc.code}: {exc}")
+        except (OutputTransient, StorageError) as exc:
+            raise RetryLater(backoff(job.deliveries), f"output {index}: {type(exc).__name__}") from None
+        try:
+            with ctx.sessions.begin() as session:
+                session.add(JobOutput(job_id=job.id, index=index, content_type=obj.content_type, size=obj.size,
+                                      sha256=obj.sha256, storage_key=obj.key, storage_uri=obj.uri))
+        except IntegrityError:
+            pass  # a concurrent run recorded the same output (same key, same bytes)
+    now = utcnow()
+    with ctx.sessions.begin() as session:
+        if transition(session, job.id, JobStatus.STORING, JobStatus.SUCCEEDED, finished_at=now, next_check_at=None,
+                      deliveries=0, error_code=None, error_message=None, **finish_timings(job, now)):
+            log.info("job=%s succeeded outputs=%d e2e=%.3fs", job.id, len(job.output_refs or []),
+                     (now - job.created_at).total_seconds())
+    return DONE

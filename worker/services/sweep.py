@@ -1,0 +1,71 @@
+"""The sweeper (Celery beat): SQL is the truth, so anything overdue there is re-enqueued.
+
+`next_check_at` on an active job is when its next step should run. A job whose check is overdue by
+more than `stuck_after` lost its message (Redis restarted empty, a worker died, an enqueue failed):
+the sweeper sends the step again. Steps are idempotent and guarded by compare-and-set, so a
+duplicate message is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+
+from models.base import utcnow
+from models.status import JobStatus
+from models.tables import Job
+from worker.runtime import WorkerContext
+
+log = logging.getLogger(__name__)
+
+STEP_FOR_STATUS = {
+    JobStatus.QUEUED: "submit",
+    JobStatus.SUBMITTING: "submit",
+    JobStatus.RUNNING: "poll",
+    JobStatus.STORING: "store",
+}
+
+
+@dataclass
+class SweepReport:
+    requeued: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.requeued.values())
+
+
+def sweep(ctx: WorkerContext, *, batch: int = 2000) -> SweepReport:
+    now = utcnow()
+    overdue = now - timedelta(seconds=ctx.settings.stuck_after)
+    report = SweepReport()
+    with ctx.sessions.begin() as session:
+        rows = session.execute(
+            select(Job.id, Job.status)
+            .where(
+                Job.status.in_([s.value for s in STEP_FOR_STATUS]),
+                or_(Job.next_check_at < overdue, Job.next_check_at.is_(None)),
+            )
+            .limit(batch)
+        ).all()
+        if not rows:
+            return report
+        # Push the check forward first, so the next sweep doesn't re-send while these are in flight.
+        session.execute(
+            update(Job).where(Job.id.in_([r.id for r in rows])).values(next_check_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    for job_id, status in rows:
+        step = STEP_FOR_STATUS[JobStatus(status)]
+        if step == "submit":
+            ctx.enqueuer.submit([job_id])
+        elif step == "poll":
+            ctx.enqueuer.poll(job_id)
+        else:
+            ctx.enqueuer.store(job_id)
+        report.requeued[step] = report.requeued.get(step, 0) + 1
+    log.warning("sweep re-enqueued %d overdue jobs %s", report.total, report.requeued)
+    return report

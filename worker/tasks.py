@@ -1,0 +1,72 @@
+"""Thin Celery tasks: take a job id, call one service, turn its outcome into the next message.
+
+Retries are here and only here: a service raises RetryLater(delay) and the task re-sends itself with
+that countdown. Anything unexpected is logged and left to the sweeper (the message is acked; the
+job's next_check_at makes it overdue and it is re-sent), so a bug can't spin a hot retry loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from celery import Celery, Task
+
+from worker import enqueue, runtime
+from worker.runtime import WorkerContext
+from worker.services.outcomes import Next, RetryLater
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_COUNTDOWN = 300.0
+
+
+def _follow(ctx: WorkerContext, job_id: str, nxt: Next) -> None:
+    if nxt.task == "poll":
+        ctx.enqueuer.poll(job_id, nxt.countdown)
+    elif nxt.task == "store":
+        ctx.enqueuer.store(job_id)
+    elif nxt.task == "submit":
+        ctx.enqueuer.submit([job_id])
+
+
+def _run(task: Task, job_id: str, service: Callable[[WorkerContext, str], Next]) -> None:
+    ctx = runtime.get()
+    try:
+        nxt = service(ctx, job_id)
+    except RetryLater as later:
+        log.info("job=%s %s retry in %.2fs: %s", job_id, task.name, later.delay, later.reason)
+        # A fresh message (not task.retry): retries of these steps are unbounded by design; the job's
+        # deadline and delivery counter bound them instead.
+        task.app.send_task(task.name, args=[job_id], queue=enqueue.QUEUE,
+                           countdown=min(MAX_RETRY_COUNTDOWN, max(0.05, later.delay)))
+        return
+    _follow(ctx, job_id, nxt)
+
+
+def register(app: Celery) -> None:
+    from worker.services.poll import poll
+    from worker.services.store import store
+    from worker.services.submit import submit
+    from worker.services.sweep import sweep
+
+    @app.task(name=enqueue.SUBMIT, bind=True)
+    def submit_task(self: Task, job_id: str) -> None:
+        _run(self, job_id, submit)
+
+    @app.task(name=enqueue.POLL, bind=True)
+    def poll_task(self: Task, job_id: str) -> None:
+        _run(self, job_id, poll)
+
+    # A cancel is a poll that sees cancel_requested_at and cancels on Replicate first.
+    @app.task(name=enqueue.CANCEL, bind=True)
+    def cancel_task(self: Task, job_id: str) -> None:
+        _run(self, job_id, poll)
+
+    @app.task(name=enqueue.STORE, bind=True)
+    def store_task(self: Task, job_id: str) -> None:
+        _run(self, job_id, store)
+
+    @app.task(name=enqueue.SWEEP)
+    def sweep_task() -> int:
+        return sweep(runtime.get()).total
