@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from datetime import datetime
 
 import httpx
 import pytest
-from sim_helpers import AUTH, GOOD_INPUT, REF, VERSION, create
+from sim_helpers import AUTH, GOOD_INPUT, REF, VERSION, MakeSim, create
 
 from simulator.png import check_png
 from simulator.server import SimHandle
@@ -65,7 +66,7 @@ def test_unauthenticated(client: httpx.Client, sim: SimHandle) -> None:
         assert "ratelimit-remaining" in r.headers and "ratelimit-reset" in r.headers
 
 
-def test_any_token_when_tokens_empty(make_sim) -> None:  # type: ignore[no-untyped-def]
+def test_any_token_when_tokens_empty(make_sim: MakeSim) -> None:
     sim = make_sim(tokens=set())
     r = httpx.get(f"{sim.base_url}/v1/predictions", headers={"Authorization": "Bearer whatever"})
     assert r.status_code == 200
@@ -77,12 +78,13 @@ def test_unknown_version(client: httpx.Client) -> None:
         assert r.status_code == 422
         assert r.json() == {
             "title": "Invalid version or not permitted",
-            "detail": "The specified version does not exist (or perhaps you don't have permission to use it?)",
+            "detail": "The specified version does not exist "
+            "(or perhaps you don't have permission to use it?)",
             "status": 422,
         }
 
 
-def test_accept_any_version(make_sim) -> None:  # type: ignore[no-untyped-def]
+def test_accept_any_version(make_sim: MakeSim) -> None:
     sim = make_sim(accept_any_version=True)
     r = httpx.post(f"{sim.base_url}/v1/predictions", headers=AUTH,
                    json={"version": "acme/thing:" + "c" * 64, "input": {"anything": [1, 2]}})
@@ -105,8 +107,9 @@ def test_prediction_object_shape(client: httpx.Client, sim: SimHandle) -> None:
     final = wait_terminal(client, body["urls"]["get"])
     assert final["status"] == "succeeded" and final["error"] is None
     t = {k: datetime.fromisoformat(final[k]) for k in ("created_at", "started_at", "completed_at")}
-    assert final["metrics"]["predict_time"] == pytest.approx((t["completed_at"] - t["started_at"]).total_seconds())
-    assert final["metrics"]["total_time"] == pytest.approx((t["completed_at"] - t["created_at"]).total_seconds())
+    done = t["completed_at"]
+    assert final["metrics"]["predict_time"] == pytest.approx((done - t["started_at"]).total_seconds())
+    assert final["metrics"]["total_time"] == pytest.approx((done - t["created_at"]).total_seconds())
     f = client.get(final["output"])
     assert f.status_code == 200 and f.headers["content-type"] == "image/png"
     assert int(f.headers["content-length"]) == len(f.content)
@@ -119,22 +122,20 @@ def test_png_differs_per_prediction(client: httpx.Client, sim: SimHandle) -> Non
     pngs = [client.get(o).content for o in outs]
     assert pngs[0] != pngs[1] and all(check_png(p) == (36, 64) for p in pngs)
     recs = {p["id"]: p for p in httpx.get(f"{sim.base_url}/_sim/predictions").json()["predictions"]}
-    import hashlib
     for url, png in zip(urls, pngs, strict=True):
         assert recs[url.rsplit("/", 1)[1]]["files"][0]["sha256"] == hashlib.sha256(png).hexdigest()
 
 
-def test_output_list_mode(make_sim) -> None:  # type: ignore[no-untyped-def]
+def test_output_list_mode(make_sim: MakeSim) -> None:
     sim = make_sim(output_mode="list")
-    r = httpx.post(f"{sim.base_url}/v1/predictions", headers=AUTH, json={"version": REF, "input": GOOD_INPUT,
-                   }, )
+    r = httpx.post(f"{sim.base_url}/v1/predictions", headers=AUTH, json={"version": REF, "input": GOOD_INPUT})
     with httpx.Client(headers=AUTH) as c:
         final = wait_terminal(c, r.json()["urls"]["get"])
         assert len(final["output"]) == 2
         assert all(check_png(c.get(u).content) for u in final["output"])
 
 
-def test_prefer_wait(make_sim) -> None:  # type: ignore[no-untyped-def]
+def test_prefer_wait(make_sim: MakeSim) -> None:
     sim = make_sim(start_delay=0.05, predict_seconds=0.3)
     with httpx.Client(base_url=sim.base_url, headers=AUTH) as c:
         r = create(c, headers={"Prefer": "wait=5"})
@@ -147,7 +148,7 @@ def test_prefer_wait(make_sim) -> None:  # type: ignore[no-untyped-def]
         assert r2.json()["status"] == "processing" and r2.headers["preference-applied"] == "wait=1"
 
 
-def test_cancel_after_aborts_before_start(make_sim) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_after_aborts_before_start(make_sim: MakeSim) -> None:
     sim = make_sim(start_delay=1.0, predict_seconds=1.0, min_cancel_after=0.1)
     with httpx.Client(base_url=sim.base_url, headers=AUTH) as c:
         r = create(c, headers={"Cancel-After": "0.2s"})
@@ -170,7 +171,7 @@ def test_cancel_after_minimum_enforced(client: httpx.Client) -> None:
     assert (deadline - created).total_seconds() == pytest.approx(5.0)
 
 
-def test_retention_expiry(make_sim) -> None:  # type: ignore[no-untyped-def]
+def test_retention_expiry(make_sim: MakeSim) -> None:
     sim = make_sim(retention_seconds=0.3)
     with httpx.Client(base_url=sim.base_url, headers=AUTH) as c:
         final = wait_terminal(c, create(c).json()["urls"]["get"])
@@ -182,14 +183,14 @@ def test_retention_expiry(make_sim) -> None:  # type: ignore[no-untyped-def]
         assert c.get(final["output"]).status_code == 404
 
 
-def test_fail_rate(make_sim) -> None:  # type: ignore[no-untyped-def]
+def test_fail_rate(make_sim: MakeSim) -> None:
     sim = make_sim(fail_rate=1.0)
     with httpx.Client(base_url=sim.base_url, headers=AUTH) as c:
         final = wait_terminal(c, create(c).json()["urls"]["get"])
         assert final["status"] == "failed" and isinstance(final["error"], str) and final["output"] is None
 
 
-def test_max_run_seconds(make_sim) -> None:  # type: ignore[no-untyped-def]
+def test_max_run_seconds(make_sim: MakeSim) -> None:
     sim = make_sim(predict_seconds=5.0, max_run_seconds=0.1)
     with httpx.Client(base_url=sim.base_url, headers=AUTH) as c:
         final = wait_terminal(c, create(c).json()["urls"]["get"])
@@ -219,7 +220,7 @@ def test_versions_secret_and_404(client: httpx.Client) -> None:
     assert r.headers["content-type"] == "application/problem+json"
 
 
-def test_public_base_url(make_sim) -> None:  # type: ignore[no-untyped-def]
+def test_public_base_url(make_sim: MakeSim) -> None:
     sim = make_sim(public_base_url="https://sim.example/")
     r = httpx.post(f"{sim.base_url}/v1/predictions", headers=AUTH, json={"version": REF, "input": GOOD_INPUT})
     assert r.json()["urls"]["get"].startswith("https://sim.example/v1/predictions/")

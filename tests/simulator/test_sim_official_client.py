@@ -9,11 +9,10 @@ import httpx
 import pytest
 import replicate
 from replicate.exceptions import ReplicateError
+from sim_helpers import GOOD_INPUT, REF, TOKEN, VERSION, MakeSim
 
 from simulator.png import check_png
 from simulator.server import SimHandle
-
-from sim_helpers import GOOD_INPUT, REF, TOKEN, VERSION
 
 
 @pytest.fixture
@@ -47,7 +46,7 @@ def test_create_with_owner_name_version(rc: replicate.Client) -> None:
     assert pred.version == VERSION
 
 
-def test_cancel(rc: replicate.Client, make_sim: object) -> None:
+def test_cancel(rc: replicate.Client) -> None:
     pred = rc.predictions.create(version=VERSION, input=GOOD_INPUT)
     pred.cancel()
     pred.reload()
@@ -57,7 +56,7 @@ def test_cancel(rc: replicate.Client, make_sim: object) -> None:
     assert again.status == "canceled" and again.completed_at == pred.completed_at
 
 
-def test_cancel_running(make_sim, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_running(make_sim: MakeSim) -> None:
     sim = make_sim(start_delay=0.0, predict_seconds=5.0)
     rc = replicate.Client(api_token=TOKEN, base_url=sim.base_url)
     pred = rc.predictions.create(version=VERSION, input=GOOD_INPUT)
@@ -89,7 +88,7 @@ def test_run_returns_output(rc: replicate.Client, sim: SimHandle) -> None:
     assert check_png(httpx.get(output).content) == (64, 36)
 
 
-def test_run_data_uri_becomes_file_output(make_sim) -> None:  # type: ignore[no-untyped-def]
+def test_run_data_uri_becomes_file_output(make_sim: MakeSim) -> None:
     sim = make_sim(output_mode="data_uri")
     rc = replicate.Client(api_token=TOKEN, base_url=sim.base_url)
     output = rc.run(REF, input=GOOD_INPUT)

@@ -1,0 +1,151 @@
+"""The one error body every API answer uses, and the handlers that map exceptions onto it.
+
+`{"error": {"code": ..., "message": ..., "fields": [{"field": "input.prompt", "reason": "is required"}]}}`
+Nothing user-supplied is echoed: validation messages are built from constraints, never input values.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from intake.errors import FieldError, IntakeError
+
+log = logging.getLogger(__name__)
+
+MAX_FIELDS = 100  # a bad 1000-job batch should not produce a megabyte of errors
+_SOURCES = ("body", "query", "path", "header", "cookie")
+_REQUEST_FIELDS = ("version", "model", "deployment", "input", "deadline_seconds")
+_STATUS_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+    406: "not_acceptable", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
+    422: "validation_error", 429: "rate_limited", 503: "unavailable",
+}
+
+
+class FieldErrorOut(BaseModel):
+    field: str
+    reason: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    fields: list[FieldErrorOut] = []
+
+
+class ErrorResponse(BaseModel):
+    """The body of every 4xx/5xx answer."""
+
+    error: ErrorDetail
+
+
+class ApiError(Exception):
+    """Raise anywhere in a route or dependency to answer with the standard error body."""
+
+    def __init__(self, status: int, code: str, message: str, fields: Sequence[FieldError] = (),
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.fields = list(fields)
+        self.headers = dict(headers or {})
+
+
+def error_body(code: str, message: str, fields: Sequence[FieldError] = ()) -> dict[str, Any]:
+    shown = list(fields)[:MAX_FIELDS]
+    return {"error": {"code": code, "message": message,
+                      "fields": [{"field": f.field, "reason": f.reason} for f in shown]}}
+
+
+def error_response(status: int, code: str, message: str, fields: Sequence[FieldError] = (),
+                   headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message, fields), status_code=status, headers=dict(headers or {}))
+
+
+def _reason(err: Mapping[str, Any]) -> str:
+    kind = err.get("type", "")
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "is not an accepted field"
+    msg = str(err.get("msg", "is invalid"))
+    msg = msg.removeprefix("Value error, ")
+    for prefix in ("Input should be ", "Value should be "):
+        if msg.startswith(prefix):
+            return "must be " + msg[len(prefix):]
+    for prefix in ("String should have ", "List should have ", "Dictionary should have "):
+        if msg.startswith(prefix):
+            return "must have " + msg[len(prefix):]
+    return msg
+
+
+def field_errors(errors: Sequence[Mapping[str, Any]]) -> list[FieldError]:
+    """pydantic/FastAPI errors as (dotted field path, human reason); `input` and `ctx` are never read."""
+    out: list[FieldError] = []
+    for err in errors:
+        parts = [str(p) for p in err.get("loc", ())]
+        if parts and parts[0] in _SOURCES:
+            parts = parts[1:]
+        reason = _reason(err)
+        if err.get("type") == "value_error" and (not parts or parts[-1].isdigit()):
+            # A model-level check of a JobRequest ("version must be ..."): name the field it is about.
+            named = re.search(r"\b(" + "|".join(_REQUEST_FIELDS) + r")\b", reason)
+            if named:
+                parts.append(named.group(1))
+                reason = reason.removeprefix(named.group(1) + " ")
+        out.append(FieldError(".".join(parts) or "body", reason))
+    return out
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, exc.fields, exc.headers)
+
+
+async def _intake_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, IntakeError)
+    return error_response(exc.status, exc.code, exc.message, exc.fields)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return error_response(400, "invalid_json", "the request body is not valid JSON",
+                              [FieldError("body", "is not valid JSON")])
+    fields = field_errors(errors)
+    message = "request validation failed"
+    if len(fields) > MAX_FIELDS:
+        message += f" ({len(fields)} errors, first {MAX_FIELDS} shown)"
+    return error_response(422, "validation_error", message, fields)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _STATUS_CODES.get(exc.status_code, "error")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Only the type goes to the log line: exception text may carry request data.
+    log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    return error_response(500, "internal_error", "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(IntakeError, _intake_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,102 @@
+"""The job as the API shows it: public input with secrets masked, timings, stored outputs.
+
+Never shown: the sealed secrets, key hashes, Replicate's prediction URLs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from core.crypto import masked_input
+from models.tables import Job
+
+OutputUrl = Callable[[str, int], str]
+
+
+class Metrics(BaseModel):
+    predict_time: float | None = Field(None, description="Seconds of compute on Replicate")
+    total_time: float | None = Field(None, description="Replicate's whole prediction duration")
+    queue_time: float | None = Field(None, description="Accepted → a worker started the create")
+    start_time: float | None = Field(None, description="Prediction created → started on Replicate")
+    detection_lag: float | None = Field(None, description="Completed on Replicate → we noticed")
+    storage_time: float | None = Field(None, description="Noticed → outputs stored")
+    end_to_end_time: float | None = Field(None, description="Accepted → job terminal")
+
+
+class OutputView(BaseModel):
+    index: int
+    content_type: str
+    size: int
+    sha256: str
+    storage_uri: str
+    url: str = Field(description="Download URL of the stored bytes (same API key)")
+
+
+class JobErrorView(BaseModel):
+    code: str
+    message: str | None
+
+
+class JobView(BaseModel):
+    id: str
+    status: str = Field(description="queued | submitting | running | storing | succeeded | failed | canceled")
+    model: str | None
+    version: str | None
+    deployment: str | None
+    input: dict[str, Any] = Field(description='The input; secret fields are shown as "***"')
+    prediction_id: str | None
+    prediction_status: str | None
+    metrics: Metrics
+    outputs: list[OutputView]
+    error: JobErrorView | None
+    attempts: int
+    cancel_requested: bool
+    created_at: datetime
+    submitted_at: datetime | None
+    completed_at: datetime | None
+    finished_at: datetime | None
+    deadline_at: datetime | None
+
+
+class JobBatchView(BaseModel):
+    jobs: list[JobView]
+
+
+class JobPage(BaseModel):
+    jobs: list[JobView]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page; null at the end")
+
+
+def job_view(job: Job, output_url: OutputUrl) -> JobView:
+    return JobView(
+        id=job.id,
+        status=job.status,
+        model=job.model,
+        version=job.version,
+        deployment=job.deployment,
+        input=masked_input(job.input_public or {}, list(job.secret_names or [])),
+        prediction_id=job.prediction_id,
+        prediction_status=job.prediction_status,
+        metrics=Metrics(
+            predict_time=job.predict_time, total_time=job.total_time, queue_time=job.queue_time,
+            start_time=job.start_time, detection_lag=job.detection_lag, storage_time=job.storage_time,
+            end_to_end_time=job.end_to_end_time,
+        ),
+        outputs=[
+            OutputView(index=o.index, content_type=o.content_type, size=o.size, sha256=o.sha256,
+                       storage_uri=o.storage_uri, url=output_url(job.id, o.index))
+            for o in job.outputs
+        ],
+        error=JobErrorView(code=job.error_code, message=job.error_message) if job.error_code else None,
+        attempts=job.attempts or 0,
+        cancel_requested=job.cancel_requested_at is not None,
+        created_at=job.created_at,
+        submitted_at=job.submitted_at,
+        completed_at=job.completed_at,
+        finished_at=job.finished_at,
+        deadline_at=job.deadline_at,
+    )

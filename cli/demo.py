@@ -1,0 +1,137 @@
+"""`genqueue demo`: the whole system on the embedded default (SQLite file, local folder, simulator).
+
+Starts the simulator, a Redis if none answers, a worker and beat as separate processes, submits jobs
+through the same intake the API uses, shows progress, and prints the summary from models.stats.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cli.context import settings_or_die
+from cli.stack import Stack, free_port, wait_http
+
+JIGSAWSTACK_VERSION = "jigsawstack/image-generation:43d5bce2e1c97fa1e7d8996187a85cd5c882787989091af3b135c7a16ca23b79"
+PROMPTS = [
+    "A calm ocean at sunrise, soft pastel light", "Giant waves crashing on black volcanic rocks",
+    "A lighthouse over a stormy ocean at night", "Bioluminescent plankton glowing in ocean waves",
+    "A humpback whale breaching in the open ocean", "Coral reef teeming with tropical fish",
+    "An ocean horizon under a starry sky", "A sailboat crossing a turquoise ocean",
+    "Sea turtles gliding through clear ocean water", "Ocean fog rolling over cliffs at dawn",
+    "A deep ocean trench lit by a submarine", "Surfers riding a glassy ocean wave",
+    "Icebergs floating in a cold blue ocean", "A tropical ocean lagoon from above",
+    "Ocean waves under a purple sunset", "Kelp forest swaying in ocean currents",
+    "A storm front moving over the ocean", "Dolphins leaping across ocean swells",
+    "Moonlight reflecting on a quiet ocean", "An old shipwreck on the ocean floor",
+]
+TERMINAL = ("succeeded", "failed", "canceled")
+
+
+def demo_env(data_dir: str, sim_port: int, redis_url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        GENQUEUE_DATA_DIR=data_dir,
+        REDIS_URL=redis_url,
+        REPLICATE_BASE_URL=f"http://127.0.0.1:{sim_port}/v1",
+        REPLICATE_API_TOKEN="r8_sim_fake_token",
+        OUTPUT_ALLOWED_HOSTS="127.0.0.1",
+        OUTPUT_ALLOW_PRIVATE="true",
+        GENQUEUE_POLL_INITIAL_DELAY=env.get("GENQUEUE_POLL_INITIAL_DELAY", "0.5"),
+        GENQUEUE_SWEEP_INTERVAL="10",
+        GENQUEUE_LOG_LEVEL=env.get("GENQUEUE_LOG_LEVEL", "WARNING"),
+    )
+    return env
+
+
+def run_demo(*, jobs: int, concurrency: int, predict_seconds: float) -> int:
+    from core.crypto import load_cipher
+    from intake import Intake, JobRequest
+    from models.db import make_engine, make_session_factory
+    from models.migrate import upgrade
+    from worker.celery_app import make_celery
+    from worker.enqueue import Enqueuer
+
+    from cli.embedded_redis import ensure_redis
+
+    console = Console()
+    base = settings_or_die()
+    data_dir = str(base.data_dir.resolve())
+    redis_proc = ensure_redis(base.redis_url, base.data_dir, allowed=base.embedded_redis)
+    sim_port = free_port()
+    env = demo_env(data_dir, sim_port, base.redis_url)
+    os.environ.update({k: v for k, v in env.items() if k not in os.environ or os.environ[k] != v})
+    settings = settings_or_die()
+    engine = make_engine(settings.effective_database_url)
+    upgrade(engine)
+    sessions = make_session_factory(engine)
+    log_dir = settings.data_dir / "logs"
+    console.print(f"[bold]genqueue demo[/]: data in {data_dir}, logs in {log_dir}")
+    with Stack(env, log_dir) as stack:
+        stack.add("simulator", "simulator", "--port", str(sim_port), "--predict-seconds", str(predict_seconds))
+        if not wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", 30):
+            console.print("[red]simulator did not start[/]")
+            return 1
+        stack.add("worker", "worker", "--concurrency", str(concurrency))
+        stack.add("beat", "beat")
+        celery = make_celery(settings)
+        intake = Intake(sessions, load_cipher(settings.secrets_key.get_secret_value() if settings.secrets_key
+                                              else None, settings.data_dir),
+                        settings.secret_field_names, Enqueuer(celery), settings.job_deadline_seconds)
+        requests = [
+            JobRequest(version=JIGSAWSTACK_VERSION, input={
+                "prompt": PROMPTS[i % len(PROMPTS)], "aspect_ratio": "16:9", "output_format": "png", "steps": 4,
+                "api_key": "sk_demo_fake_not_a_real_key"})
+            for i in range(jobs)
+        ]
+        created, _ = intake.submit(requests, batch=True)
+        ids = [j.id for j in created]
+        ok = _watch(console, sessions, ids, timeout=120 + jobs * predict_seconds / concurrency * 2)
+        _summary(console, sessions, ids, settings.effective_storage_url)
+        celery.close()
+    engine.dispose()
+    if redis_proc is not None:
+        redis_proc.terminate()
+    return 0 if ok else 1
+
+
+def _watch(console: Console, sessions: object, ids: list[str], timeout: float) -> bool:
+    from sqlalchemy import func, select
+
+    from models.tables import Job
+
+    deadline = time.monotonic() + timeout
+    with Progress(TextColumn("jobs"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        bar = progress.add_task("", total=len(ids))
+        while time.monotonic() < deadline:
+            with sessions() as session:  # type: ignore[operator]
+                counts = dict(session.execute(select(Job.status, func.count()).where(Job.id.in_(ids))
+                                              .group_by(Job.status)).all())
+            done = sum(counts.get(s, 0) for s in TERMINAL)
+            progress.update(bar, completed=done, description=" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+            if done == len(ids):
+                return counts.get("succeeded", 0) == len(ids)
+            time.sleep(0.5)
+    console.print("[red]timed out waiting for jobs[/]")
+    return False
+
+
+def _summary(console: Console, sessions: object, ids: list[str], storage_url: str) -> None:
+    from models.stats import Filters, summary
+
+    with sessions() as session:  # type: ignore[operator]
+        s = summary(session, Filters(job_ids=ids))
+    console.print("statuses: " + ", ".join(f"{k}={v}" for k, v in sorted(s["status_counts"].items())))
+    table = Table(title="timings (seconds)")
+    for col in ("phase", "n", "p50", "p95"):
+        table.add_column(col, justify="right" if col != "phase" else "left")
+    for name, stats in s["timings"].items():
+        fmt = (lambda v: "-" if v is None else f"{v:.3f}")
+        table.add_row(name, str(int(stats.get("count") or 0)), fmt(stats.get("p50")), fmt(stats.get("p95")))
+    console.print(table)
+    console.print(f"images: {storage_url.removeprefix('file://')}/jobs/<job id>/0.png")

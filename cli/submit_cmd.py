@@ -1,0 +1,112 @@
+"""`genqueue submit`: enqueue jobs from flags or a JSONL file through the same intake as the API."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from cli.context import die, settings_or_die
+
+TERMINAL = ("succeeded", "failed", "canceled")
+
+
+def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in pairs:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            die(f"--input expects key=value, got {item!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def _load_file(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        die(f"no such file: {path}")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            die(f"{path}:{n}: not JSON ({exc.msg})")
+        if not isinstance(row, dict):
+            die(f"{path}:{n}: each line must be a JSON object")
+        rows.append(row)
+    if not rows:
+        die(f"{path}: no jobs")
+    return rows
+
+
+def submit(
+    version: Annotated[str | None, typer.Option(help='"owner/name:<64 hex>" or "<64 hex>"')] = None,
+    model: Annotated[str | None, typer.Option(help="official model owner/name")] = None,
+    deployment: Annotated[str | None, typer.Option(help="deployment owner/name")] = None,
+    input_: Annotated[list[str] | None, typer.Option("--input", "-i", help="key=value (JSON value), repeatable")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="JSONL: one job request per line")] = None,
+    wait: Annotated[bool, typer.Option(help="wait until every job is terminal")] = False,
+    timeout: Annotated[float, typer.Option(min=1)] = 3600.0,
+) -> None:
+    """Submit jobs; prints one job id per line (and a summary with --wait)."""
+    from core.crypto import load_cipher
+    from intake import Intake, IntakeError, JobRequest
+    from models.db import make_engine, make_session_factory
+    from worker.celery_app import make_celery
+    from worker.enqueue import Enqueuer
+
+    if file is not None and (version or model or deployment or input_):
+        die("give either --file or --version/--model/--deployment with --input, not both")
+    raw = _load_file(file) if file else [
+        {k: v for k, v in {"version": version, "model": model, "deployment": deployment}.items() if v}
+        | {"input": _parse_inputs(input_ or [])}
+    ]
+    try:
+        requests = [JobRequest.model_validate(r) for r in raw]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        die(f"{'.'.join(str(p) for p in err['loc']) or 'request'}: {err['msg']}")
+    s = settings_or_die()
+    sessions = make_session_factory(make_engine(s.effective_database_url))
+    secret = s.secrets_key.get_secret_value() if s.secrets_key else None
+    intake = Intake(sessions, load_cipher(secret, s.data_dir), s.secret_field_names, Enqueuer(make_celery(s)),
+                    s.job_deadline_seconds)
+    try:
+        jobs, _ = intake.submit(requests, batch=len(requests) > 1)
+    except IntakeError as exc:
+        die("; ".join(f"{f.field}: {f.reason}" for f in exc.fields) or exc.message)
+    for job in jobs:
+        typer.echo(job.id)
+    if wait:
+        _wait(sessions, [j.id for j in jobs], timeout)
+
+
+def _wait(sessions: Any, ids: list[str], timeout: float) -> None:
+    from rich.progress import Progress
+    from sqlalchemy import func, select
+
+    from models.tables import Job
+
+    deadline = time.monotonic() + timeout
+    with Progress(transient=True) as progress:
+        bar = progress.add_task("waiting", total=len(ids))
+        while True:
+            with sessions() as session:
+                counts = dict(session.execute(select(Job.status, func.count()).where(Job.id.in_(ids))
+                                              .group_by(Job.status)).all())
+            done = sum(counts.get(t, 0) for t in TERMINAL)
+            progress.update(bar, completed=done)
+            if done == len(ids) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    typer.echo("statuses: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    if counts.get("succeeded", 0) != len(ids):
+        raise typer.Exit(1)
