@@ -49,14 +49,13 @@ def demo_env(data_dir: str, sim_port: int, redis_url: str) -> dict[str, str]:
 
 
 def run_demo(*, jobs: int, concurrency: int, predict_seconds: float) -> int:
+    from cli.embedded_redis import ensure_redis
     from core.crypto import load_cipher
     from intake import Intake, JobRequest
     from models.db import make_engine, make_session_factory
     from models.migrate import upgrade
     from worker.celery_app import make_celery
     from worker.enqueue import Enqueuer
-
-    from cli.embedded_redis import ensure_redis
 
     console = Console()
     base = settings_or_die()
@@ -121,6 +120,10 @@ def _watch(console: Console, sessions: object, ids: list[str], timeout: float) -
     return False
 
 
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
 def _summary(console: Console, sessions: object, ids: list[str], storage_url: str) -> None:
     from models.stats import Filters, summary
 
@@ -131,7 +134,6 @@ def _summary(console: Console, sessions: object, ids: list[str], storage_url: st
     for col in ("phase", "n", "p50", "p95"):
         table.add_column(col, justify="right" if col != "phase" else "left")
     for name, stats in s["timings"].items():
-        fmt = (lambda v: "-" if v is None else f"{v:.3f}")
-        table.add_row(name, str(int(stats.get("count") or 0)), fmt(stats.get("p50")), fmt(stats.get("p95")))
+        table.add_row(name, str(int(stats.get("count") or 0)), _fmt(stats.get("p50")), _fmt(stats.get("p95")))
     console.print(table)
     console.print(f"images: {storage_url.removeprefix('file://')}/jobs/<job id>/0.png")

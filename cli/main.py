@@ -94,7 +94,8 @@ def beat() -> None:
 @app.command()
 def simulator(host: str = "127.0.0.1", port: Annotated[int, typer.Option(min=1, max=65535)] = 5001,
               predict_seconds: float = 1.8, start_delay: float = 0.5,
-              set_: Annotated[list[str] | None, typer.Option("--set", help="knob=value (JSON value), repeatable")] = None,
+              set_: Annotated[list[str] | None,
+                              typer.Option("--set", help="knob=value (JSON value), repeatable")] = None,
               ) -> None:
     """Run the Replicate-compatible simulator (token r8_sim_fake_token)."""
     from simulator.config import SimConfig

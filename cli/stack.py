@@ -6,6 +6,7 @@ crashed child is restarted with back-off; SIGINT/SIGTERM stop all children grace
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -69,10 +70,8 @@ class Child:
 
     def signal(self, sig: int) -> None:
         if self.alive and self.proc is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def stop(self, grace: float = 15.0) -> None:
         if self.proc is None:

@@ -26,7 +26,7 @@ def load_cipher(keys: str | None, data_dir: Path) -> MultiFernet:
         try:
             return MultiFernet([Fernet(k.strip().encode()) for k in keys.split(",") if k.strip()])
         except (ValueError, TypeError):
-            raise SecretsError("SECRETS_KEY must be comma-separated Fernet keys (genqueue keys gen-secret)") from None
+            raise SecretsError("SECRETS_KEY must be comma-separated Fernet keys (see the README)") from None
     path = data_dir / "secrets.key"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -54,7 +54,7 @@ def decrypt_secrets(cipher: MultiFernet, token: str | None) -> dict[str, Any]:
     try:
         value = json.loads(cipher.decrypt(token.encode()))
     except InvalidToken:
-        raise SecretsError("cannot decrypt job secrets: SECRETS_KEY does not hold the key they were sealed with") from None
+        raise SecretsError("cannot decrypt job secrets: no SECRETS_KEY key matches") from None
     if not isinstance(value, dict):
         raise SecretsError("job secrets are not an object")
     return value

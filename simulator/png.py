@@ -39,18 +39,19 @@ def make_png(key: str, width: int = LONG_SIDE, height: int = LONG_SIDE) -> bytes
     """An RGB gradient whose colours and stripe come from sha256(key): unique per key, stable."""
     digest = hashlib.sha256(key.encode()).digest()
     r0, g0, b0, r1, g1, b1, stripe = digest[:7]
+    span_x, span_y = max(1, width - 1), max(1, height - 1)
+    reds = [(r0 + (r1 - r0) * x // span_x) & 0xFF for x in range(width)]
+    blues = [(b0 + (b1 - b0) * d // (span_x + span_y)) & 0xFF for d in range(width + height)]
     rows = bytearray()
     for y in range(height):
-        rows.append(0)  # filter type: none
+        green = (g0 + (g1 - g0) * y // span_y) & 0xFF
+        row = bytearray(b"\x00")  # filter type: none
         for x in range(width):
-            t = x / max(1, width - 1)
-            u = y / max(1, height - 1)
-            r = int(r0 + (r1 - r0) * t) & 0xFF
-            g = int(g0 + (g1 - g0) * u) & 0xFF
-            b = int(b0 + (b1 - b0) * (t + u) / 2) & 0xFF
             if (x + y + stripe) % 16 == 0:
-                r, g, b = digest[(x + 7) % 32], digest[(y + 11) % 32], digest[(x + y) % 32]
-            rows += bytes((r, g, b))
+                row += bytes((digest[(x + 7) % 32], digest[(y + 11) % 32], digest[(x + y) % 32]))
+            else:
+                row += bytes((reds[x], green, blues[x + y]))
+        rows += row
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (
         PNG_SIGNATURE

@@ -19,7 +19,7 @@ def _sim(request: Request) -> SimState:
     return state
 
 
-def record_json(sim: SimState, rec: Record, now_us: int) -> dict[str, Any]:
+def record_json(sim: SimState, rec: Record, now_us: int, files: bool = True) -> dict[str, Any]:
     """Everything about a prediction except raw input values (secrets) and output bytes."""
     view = prediction_json(rec, now_us, "")
     state = rec.state(now_us)
@@ -44,7 +44,7 @@ def record_json(sim: SimState, rec: Record, now_us: int) -> dict[str, Any]:
         "files": [
             {"name": f"out-{i}.{rec.ext}", "sha256": sha, "served": served, "gets": rec.file_gets.get(i, 0)}
             for i, sha in enumerate(rec.file_shas())
-        ] if rec.outcome == "succeeded" else [],
+        ] if files and rec.outcome == "succeeded" else [],
     }
 
 
@@ -52,10 +52,11 @@ async def list_records(request: Request) -> Response:
     sim = _sim(request)
     now = sim.store.now_us()
     status = request.query_params.get("status")
+    files = request.query_params.get("files", "true").lower() not in ("0", "false", "no")
     items = []
     for rec in sim.store.order:
         if status is None or rec.state(now).status == status:
-            items.append(record_json(sim, rec, now))
+            items.append(record_json(sim, rec, now, files))
     dupes = sum(1 for n in sim.store.duplicates.values() if n > 1)
     return json_response({"count": len(items), "duplicate_groups": dupes, "predictions": items,
                           "now": rfc3339(now)})

@@ -9,6 +9,7 @@ import httpx
 import pytest
 import replicate
 from replicate.exceptions import ReplicateError
+from replicate.helpers import FileOutput
 from sim_helpers import GOOD_INPUT, REF, TOKEN, VERSION, MakeSim
 
 from simulator.png import check_png
@@ -92,6 +93,7 @@ def test_run_data_uri_becomes_file_output(make_sim: MakeSim) -> None:
     sim = make_sim(output_mode="data_uri")
     rc = replicate.Client(api_token=TOKEN, base_url=sim.base_url)
     output = rc.run(REF, input=GOOD_INPUT)
+    assert isinstance(output, FileOutput)
     assert check_png(output.read()) == (64, 36)
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from models.base import utcnow
 from models.jobs import finish_timings, transition
 from models.status import ErrorCode, JobStatus, job_status_for_prediction
 from models.tables import Job
@@ -67,7 +66,8 @@ def apply_terminal(session: Session, job: Job, src: JobStatus, p: Prediction, no
     elif dst is JobStatus.CANCELED and job.cancel_requested_at is None:
         deadline_hit = job.deadline_at is not None and now >= job.deadline_at
         if deadline_hit:
-            dst, code, message = JobStatus.FAILED, ErrorCode.DEADLINE_EXCEEDED, "deadline reached; canceled on Replicate"
+            dst, code = JobStatus.FAILED, ErrorCode.DEADLINE_EXCEEDED
+            message = "deadline reached; canceled on Replicate"
         else:
             code, message = ErrorCode.PREDICTION_CANCELED, "prediction was canceled on Replicate"
     values: dict[str, Any] = dict(fields, error_code=code, error_message=message, deliveries=0)

@@ -16,7 +16,7 @@ class Next:
 DONE = Next()
 
 
-class RetryLater(Exception):  # noqa: N818 - a signal, not an error
+class RetryLater(Exception):
     """The step could not run now (rate limit, transient error); run the same step again later."""
 
     def __init__(self, delay: float, reason: str) -> None:

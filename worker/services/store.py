@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from models.base import utcnow
@@ -34,7 +34,7 @@ def store(ctx: WorkerContext, job_id: str) -> Next:
         with ctx.sessions.begin() as session:
             return fail(session, job, JobStatus.STORING, ErrorCode.POISON, "gave up after repeated storage attempts")
     with ctx.sessions.begin() as session:
-        session.execute(Job.__table__.update().where(Job.id == job_id).values(deliveries=Job.deliveries + 1))
+        session.execute(update(Job).where(Job.id == job_id).values(deliveries=Job.deliveries + 1))
     s = ctx.settings
     for index, ref in enumerate(job.output_refs or []):
         if index in done:

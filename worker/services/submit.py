@@ -12,6 +12,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from core.crypto import SecretsError, decrypt_secrets
@@ -124,9 +125,7 @@ def _create(ctx: WorkerContext, job: Job, payload: dict[str, Any]) -> Next:
                 # Surely never reached Replicate (connection refused, 429): safe to create again later.
                 transition(session, job.id, JobStatus.SUBMITTING, JobStatus.QUEUED, deliveries=0)
             else:
-                session.execute(
-                    Job.__table__.update().where(Job.id == job.id).values(attempts=Job.attempts + 1)
-                )
+                session.execute(update(Job).where(Job.id == job.id).values(attempts=Job.attempts + 1))
         delay = exc.retry_after if exc.retry_after is not None else backoff(job.deliveries)
         raise RetryLater(delay, f"create transient {exc.status_code}") from None
     except PermanentError as exc:

@@ -1,0 +1,145 @@
+"""Job routes: create (one or a batch), read, list, cancel."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from api.auth import Principal, require
+from api.deps import JobEnqueuer, get_enqueuer, get_intake, get_session
+from api.errors import ApiError, ErrorResponse
+from api.pagination import decode_cursor, encode_cursor
+from api.queries import list_jobs, visible_job, visible_jobs
+from api.views import JobBatchView, JobPage, JobView, OutputUrl, job_view
+from intake import Intake, JobRequest
+from intake.service import MAX_BATCH
+from models.base import utcnow
+from models.jobs import finish_timings, touch, transition
+from models.keys import Role
+from models.status import JobStatus
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+Session_ = Annotated[Session, Depends(get_session)]
+Submitter = Annotated[Principal, Depends(require(Role.SUBMIT))]
+Reader = Annotated[Principal, Depends(require(Role.SUBMIT, Role.OPS))]
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=200,
+    description="Retry-safe creates: the same key and body return the same job(s); another body is 409",
+)]
+JobId = Annotated[str, Path(max_length=64)]
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+def output_url(request: Request) -> OutputUrl:
+    def url(job_id: str, index: int) -> str:
+        return str(request.url_for("get_job_output", job_id=job_id, index=str(index)))
+
+    return url
+
+
+def _accept(request: Request, response: Response, session: Session, principal: Principal, intake: Intake,
+            requests: list[JobRequest], idempotency_key: str | None, batch: bool) -> list[JobView]:
+    jobs, created = intake.submit(requests, api_key_id=principal.key_id, idempotency_key=idempotency_key,
+                                  batch=batch)
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    rows = visible_jobs(session, [j.id for j in jobs], principal)
+    url = output_url(request)
+    return [job_view(j, url) for j in rows]
+
+
+@router.post("", status_code=202, responses=_errors(401, 403, 409, 413, 422, 429),
+             summary="Create a job")
+def create_job(body: JobRequest, request: Request, response: Response, session: Session_,
+               principal: Submitter, intake: Annotated[Intake, Depends(get_intake)],
+               idempotency_key: IdempotencyKey = None) -> JobView:
+    """Record the job and queue it; answers once it is durable. A replay carries `Idempotent-Replayed: true`."""
+    return _accept(request, response, session, principal, intake, [body], idempotency_key, batch=False)[0]
+
+
+@router.post("/batch", status_code=202, responses=_errors(401, 403, 409, 413, 422, 429),
+             summary="Create up to 1000 jobs, all or nothing")
+def create_batch(body: BatchRequest, request: Request, response: Response, session: Session_,
+                 principal: Submitter, intake: Annotated[Intake, Depends(get_intake)],
+                 idempotency_key: IdempotencyKey = None) -> JobBatchView:
+    """Either every job is accepted or none is; field errors name `jobs.<index>.<field>`."""
+    views = _accept(request, response, session, principal, intake, body.jobs, idempotency_key, batch=True)
+    return JobBatchView(jobs=views)
+
+
+@router.get("", responses=_errors(401, 422, 429), summary="List jobs, newest first")
+def get_jobs(
+    request: Request,
+    session: Session_,
+    principal: Reader,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this status")] = None,
+    model: Annotated[str | None, Query(max_length=200, description='Only this "owner/name"')] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500, description="`next_cursor` of the previous page")] = None,
+) -> JobPage:
+    after = decode_cursor(cursor) if cursor else None
+    rows, more = list_jobs(session, principal, limit=limit, status=status, model=model, after=after)
+    url = output_url(request)
+    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
+    return JobPage(jobs=[job_view(j, url) for j in rows], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", responses=_errors(401, 404, 429), summary="Get a job")
+def get_job(job_id: JobId, request: Request, session: Session_, principal: Reader) -> JobView:
+    return job_view(visible_job(session, job_id, principal), output_url(request))
+
+
+@router.post("/{job_id}/cancel", status_code=202, responses={
+    200: {"model": JobView, "description": "Was queued: canceled at once"},
+    **_errors(401, 403, 404, 409, 429),
+}, summary="Cancel a job")
+def cancel_job(job_id: JobId, request: Request, response: Response, session: Session_, principal: Submitter,
+               enqueuer: Annotated[JobEnqueuer, Depends(get_enqueuer)]) -> JobView:
+    """A queued job is canceled at once (200). A submitting or running one is marked and the worker
+    cancels it on Replicate, then marks it canceled (202). A finished or storing job is 409."""
+    for _ in range(5):  # each pass re-reads; a pass repeats only when a worker moved the job meanwhile
+        job = visible_job(session, job_id, principal)
+        status = JobStatus(job.status)
+        now = utcnow()
+        if status == JobStatus.QUEUED:
+            if transition(session, job_id, JobStatus.QUEUED, JobStatus.CANCELED, finished_at=now,
+                          error_code=None, **finish_timings(job, now)):
+                session.commit()
+                log.info("job canceled while queued job=%s", job_id)
+                response.status_code = 200
+                break
+        elif status in (JobStatus.SUBMITTING, JobStatus.RUNNING):
+            if job.cancel_requested_at is not None or touch(session, job_id, status, cancel_requested_at=now):
+                session.commit()
+                _send_cancel(enqueuer, job_id)
+                break
+        else:
+            raise ApiError(409, "not_cancelable", f"the job is {status.value} and can no longer be canceled")
+        session.rollback()
+    else:
+        raise ApiError(409, "conflict", "the job kept changing state; try again")
+    return job_view(visible_job(session, job_id, principal), output_url(request))
+
+
+def _send_cancel(enqueuer: JobEnqueuer, job_id: str) -> None:
+    try:
+        enqueuer.cancel(job_id)
+    except Exception as exc:  # broker down: cancel_requested_at is in SQL, the next poll acts on it
+        log.warning("cancel enqueue failed job=%s (%s)", job_id, type(exc).__name__)
+    else:
+        log.info("cancel requested job=%s", job_id)

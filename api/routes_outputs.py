@@ -1,0 +1,58 @@
+"""Download a stored output: streams the bytes from object storage with type, length and sha256 ETag."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
+
+from api.auth import Principal, require
+from api.deps import OutputReader, get_session, get_storage
+from api.errors import ApiError, ErrorResponse
+from api.queries import visible_job
+from models.keys import Role
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def _not_found_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from storage import StorageNotFound
+    except ImportError:  # storage package not installed: only injected readers, which raise FileNotFoundError
+        return (FileNotFoundError,)
+    return (StorageNotFound, FileNotFoundError)
+
+
+@router.get(
+    "/{job_id}/outputs/{index}",
+    name="get_job_output",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The stored bytes"},
+               304: {"description": "Not modified (If-None-Match)"},
+               **{c: {"model": ErrorResponse} for c in (401, 404, 429)}},
+    summary="Download an output",
+)
+def get_job_output(
+    job_id: Annotated[str, Path(max_length=64)],
+    index: Annotated[int, Path(ge=0, le=10_000)],
+    request: Request,
+    session: Annotated[Session, Depends(get_session)],
+    principal: Annotated[Principal, Depends(require(Role.SUBMIT, Role.OPS))],
+    storage: Annotated[OutputReader, Depends(get_storage)],
+) -> Response:
+    job = visible_job(session, job_id, principal)
+    output = next((o for o in job.outputs if o.index == index), None)
+    if output is None:
+        raise ApiError(404, "not_found", "no such output")
+    etag = f'"{output.sha256}"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=86400"}
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    try:
+        chunks, content_type, size = storage.open(output.storage_key)
+    except _not_found_errors():
+        raise ApiError(404, "output_missing", "the output is recorded but missing from storage") from None
+    headers["Content-Length"] = str(size)
+    return StreamingResponse(chunks, media_type=output.content_type or content_type, headers=headers)
