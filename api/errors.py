@@ -78,6 +78,8 @@ def _reason(err: Mapping[str, Any]) -> str:
         return "is required"
     if kind == "extra_forbidden":
         return "is not an accepted field"
+    if kind in ("model_attributes_type", "dict_type") and len(err.get("loc", ())) <= 1:
+        return "must be a JSON object (Content-Type: application/json)"
     msg = str(err.get("msg", "is invalid"))
     msg = msg.removeprefix("Value error, ")
     for prefix in ("Input should be ", "Value should be "):

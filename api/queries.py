@@ -13,7 +13,7 @@ from models.status import JobStatus
 from models.tables import Job
 
 
-def _scoped(stmt: Select[tuple[Job]], principal: Principal) -> Select[tuple[Job]]:
+def _scoped(stmt: Select[Job], principal: Principal) -> Select[Job]:
     return stmt if principal.sees_all else stmt.where(Job.api_key_id == principal.key_id)
 
 

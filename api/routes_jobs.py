@@ -35,6 +35,11 @@ IdempotencyKey = Annotated[str | None, Header(
 JobId = Annotated[str, Path(max_length=64)]
 
 
+_ACCEPTED: dict[int | str, dict[str, Any]] = {202: {"headers": {"Idempotent-Replayed": {
+    "description": "`true` when an Idempotency-Key replay returned the job(s) created earlier",
+    "schema": {"type": "string"}}}}}
+
+
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse} for code in codes}
 
@@ -63,7 +68,7 @@ def _accept(request: Request, response: Response, session: Session, principal: P
     return [job_view(j, url) for j in rows]
 
 
-@router.post("", status_code=202, responses=_errors(401, 403, 409, 413, 422, 429),
+@router.post("", status_code=202, responses={**_ACCEPTED, **_errors(401, 403, 409, 413, 422, 429)},
              summary="Create a job")
 def create_job(body: JobRequest, request: Request, response: Response, session: Session_,
                principal: Submitter, intake: Annotated[Intake, Depends(get_intake)],
@@ -72,7 +77,7 @@ def create_job(body: JobRequest, request: Request, response: Response, session: 
     return _accept(request, response, session, principal, intake, [body], idempotency_key, batch=False)[0]
 
 
-@router.post("/batch", status_code=202, responses=_errors(401, 403, 409, 413, 422, 429),
+@router.post("/batch", status_code=202, responses={**_ACCEPTED, **_errors(401, 403, 409, 413, 422, 429)},
              summary="Create up to 1000 jobs, all or nothing")
 def create_batch(body: BatchRequest, request: Request, response: Response, session: Session_,
                  principal: Submitter, intake: Annotated[Intake, Depends(get_intake)],

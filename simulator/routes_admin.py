@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from starlette.requests import Request
@@ -92,7 +93,9 @@ async def update_config(request: Request) -> Response:
         sim.config.update(body)
     except ValueError as exc:
         return bad_request(str(exc))
-    if "seed" in body:
+    if "seed" in body:  # re-seed the dice (ids/jitter/failures and faults); records are kept
+        seed = sim.config.seed
+        sim.store.rng = random.Random(seed) if seed is not None else random.Random()
         sim.faults.reset()
     return json_response(sim.config.to_dict())
 

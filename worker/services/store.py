@@ -17,11 +17,24 @@ from models.status import ErrorCode, JobStatus
 from models.tables import Job, JobOutput
 from storage import StorageError, output_key
 from worker.fetch import OutputExpired, OutputRefused, OutputTransient, open_output
+from worker.replicate import PermanentError, TransientError
 from worker.runtime import WorkerContext
 from worker.services.outcomes import DONE, Next, RetryLater, backoff
 from worker.services.submit import fail
 
 log = logging.getLogger(__name__)
+
+
+def _really_expired(ctx: WorkerContext, job: Job) -> bool:
+    """A 404/403 on an output means expiry only if Replicate says the data was removed; a file that
+    is merely not there yet (CDN lag) is retried, bounded by the job's delivery counter."""
+    if not job.prediction_get_url or job.deliveries >= ctx.settings.max_deliveries - 1:
+        return True
+    try:
+        p = ctx.replicate.get(job.prediction_get_url)
+    except (TransientError, PermanentError):
+        return False
+    return p.data_removed or p.output is None
 
 
 def store(ctx: WorkerContext, job_id: str) -> Next:
@@ -45,6 +58,8 @@ def store(ctx: WorkerContext, job_id: str) -> Next:
                 key = output_key(job.id, index, src.content_type)
                 obj = ctx.storage.put_stream(key, src.chunks, src.content_type)
         except OutputExpired as exc:
+            if not _really_expired(ctx, job):
+                raise RetryLater(backoff(job.deliveries), f"output {index} 404 but not removed yet") from None
             with ctx.sessions.begin() as session:
                 return fail(session, job, JobStatus.STORING, ErrorCode.OUTPUT_EXPIRED, str(exc))
         except OutputRefused as exc:

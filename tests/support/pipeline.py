@@ -1,0 +1,113 @@
+"""A real pipeline for integration tests: simulator on loopback, Celery worker (and beat) processes,
+a database and a Redis DB index of the test's own, jobs submitted through the real intake."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from cli.stack import Stack
+from core.crypto import load_cipher
+from core.settings import Settings, load_settings
+from intake import Intake, JobRequest
+from models.db import make_engine, make_session_factory
+from models.migrate import upgrade
+from models.tables import Job
+from worker.celery_app import make_celery
+from worker.enqueue import Enqueuer
+
+VERSION = "jigsawstack/image-generation:43d5bce2e1c97fa1e7d8996187a85cd5c882787989091af3b135c7a16ca23b79"
+TERMINAL = ("succeeded", "failed", "canceled")
+FAKE_API_KEY = "sk_test_fake_not_a_real_key"
+
+
+@dataclass
+class Pipeline:
+    env: dict[str, str]
+    settings: Settings
+    sessions: sessionmaker[Session]
+    intake: Intake
+    enqueuer: Enqueuer
+    sim_url: str
+    stack: Stack
+
+    def request(self, prompt: str | None = None, **extra: Any) -> JobRequest:
+        deadline = extra.pop("deadline_seconds", None)
+        inp = {"prompt": prompt or f"ocean {uuid.uuid4().hex}", "aspect_ratio": "16:9", "output_format": "png",
+               "steps": 4, "api_key": FAKE_API_KEY, **extra}
+        return JobRequest(version=VERSION, input=inp, deadline_seconds=deadline)
+
+    def submit(self, n: int = 1, **extra: Any) -> list[str]:
+        jobs, _ = self.intake.submit([self.request(**extra) for _ in range(n)], batch=n > 1)
+        return [j.id for j in jobs]
+
+    def sim(self, **knobs: Any) -> None:
+        httpx.post(f"{self.sim_url}/_sim/config", json=knobs, timeout=10).raise_for_status()
+
+    def sim_records(self) -> dict[str, dict[str, Any]]:
+        data = httpx.get(f"{self.sim_url}/_sim/predictions", timeout=30).json()
+        return {p["id"]: p for p in data["predictions"]}
+
+    def jobs(self, ids: list[str]) -> list[Job]:
+        with self.sessions() as s:
+            rows = {j.id: j for j in s.scalars(select(Job).where(Job.id.in_(ids)))}
+        return [rows[i] for i in ids]
+
+    def wait(self, ids: list[str], timeout: float = 90.0, statuses: tuple[str, ...] = TERMINAL) -> list[Job]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.sessions() as s:
+                done = s.scalar(select(func.count()).where(Job.id.in_(ids), Job.status.in_(statuses)))
+            if done == len(ids):
+                return self.jobs(ids)
+            time.sleep(0.2)
+        got = {j.id: j.status for j in self.jobs(ids)}
+        raise AssertionError(f"jobs not {statuses} after {timeout}s: {got}; logs in {self.stack.log_dir}")
+
+
+@contextmanager
+def pipeline(tmp: Path, db_url: str, redis_url: str, sim_url: str, *, concurrency: int = 4, beat: bool = False,
+             env_extra: dict[str, str] | None = None, pool: str = "prefork") -> Iterator[Pipeline]:
+    env = dict(os.environ)
+    env.update(
+        GENQUEUE_DATA_DIR=str(tmp / "data"), DATABASE_URL=db_url, REDIS_URL=redis_url,
+        STORAGE_URL=f"file://{tmp}/outputs", REPLICATE_BASE_URL=f"{sim_url}/v1",
+        REPLICATE_API_TOKEN="r8_sim_fake_token", OUTPUT_ALLOWED_HOSTS="127.0.0.1", OUTPUT_ALLOW_PRIVATE="true",
+        GENQUEUE_POLL_INITIAL_DELAY="0.3", GENQUEUE_POLL_MAX_DELAY="2", GENQUEUE_LOG_LEVEL="INFO",
+        GENQUEUE_EMBEDDED_REDIS="false",
+    )
+    env.update(env_extra or {})
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        settings = load_settings(_env_file=None)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    engine = make_engine(settings.effective_database_url)
+    upgrade(engine)
+    sessions = make_session_factory(engine)
+    celery = make_celery(settings)
+    enqueuer = Enqueuer(celery)
+    secret = settings.secrets_key.get_secret_value() if settings.secrets_key else None
+    intake = Intake(sessions, load_cipher(secret, settings.data_dir), settings.secret_field_names, enqueuer,
+                    settings.job_deadline_seconds)
+    with Stack(env, tmp / "logs") as stack:
+        stack.add("worker", "worker", "--concurrency", str(concurrency), "--pool", pool)
+        if beat:
+            stack.add("beat", "beat")
+        try:
+            yield Pipeline(env, settings, sessions, intake, enqueuer, sim_url, stack)
+        finally:
+            celery.close()
+    engine.dispose()
