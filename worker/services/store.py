@@ -24,11 +24,25 @@ from worker.services.submit import fail
 
 log = logging.getLogger(__name__)
 
+# Replicate deletes API predictions' files an hour after completion; past that, retrying is pointless.
+RETENTION_SECONDS = 3600.0
+
+
+def _past_retention(job: Job) -> bool:
+    return job.completed_at is not None and (utcnow() - job.completed_at).total_seconds() > RETENTION_SECONDS
+
+
+def _undo_delivery(ctx: WorkerContext, job_id: str) -> None:
+    """A transient failure is not a crash: take back this attempt from the crash counter."""
+    with ctx.sessions.begin() as session:
+        session.execute(update(Job).where(Job.id == job_id, Job.deliveries > 0)
+                        .values(deliveries=Job.deliveries - 1))
+
 
 def _really_expired(ctx: WorkerContext, job: Job) -> bool:
     """A 404/403 on an output means expiry only if Replicate says the data was removed; a file that
     is merely not there yet (CDN lag) is retried, bounded by the job's delivery counter."""
-    if not job.prediction_get_url or job.deliveries >= ctx.settings.max_deliveries - 1:
+    if not job.prediction_get_url or _past_retention(job):
         return True
     try:
         p = ctx.replicate.get(job.prediction_get_url)
@@ -59,6 +73,7 @@ def store(ctx: WorkerContext, job_id: str) -> Next:
                 obj = ctx.storage.put_stream(key, src.chunks, src.content_type)
         except OutputExpired as exc:
             if not _really_expired(ctx, job):
+                _undo_delivery(ctx, job.id)
                 raise RetryLater(backoff(job.deliveries), f"output {index} 404 but not removed yet") from None
             with ctx.sessions.begin() as session:
                 return fail(session, job, JobStatus.STORING, ErrorCode.OUTPUT_EXPIRED, str(exc))
@@ -66,7 +81,12 @@ def store(ctx: WorkerContext, job_id: str) -> Next:
             with ctx.sessions.begin() as session:
                 return fail(session, job, JobStatus.STORING, ErrorCode.OUTPUT_REFUSED, f"{exc.code}: {exc}")
         except (OutputTransient, StorageError) as exc:
-            raise RetryLater(backoff(job.deliveries), f"output {index}: {type(exc).__name__}") from None
+            if _past_retention(job):
+                with ctx.sessions.begin() as session:
+                    return fail(session, job, JobStatus.STORING, ErrorCode.OUTPUT_EXPIRED,
+                                f"outputs could not be copied before Replicate's retention ended: {exc}")
+            _undo_delivery(ctx, job.id)
+            raise RetryLater(backoff(min(job.deliveries, 5)), f"output {index}: {type(exc).__name__}") from None
         try:
             with ctx.sessions.begin() as session:
                 session.add(JobOutput(job_id=job.id, index=index, content_type=obj.content_type, size=obj.size,
