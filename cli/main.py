@@ -8,12 +8,13 @@ from typing import Annotated
 
 import typer
 
-from cli import keys_cmd, submit_cmd
+from cli import keys_cmd, secrets_cmd, submit_cmd
 from cli.context import die, settings_or_die
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="genqueue: durable Replicate generation jobs on Celery + Redis + SQL.")
 app.add_typer(keys_cmd.app, name="keys")
+app.add_typer(secrets_cmd.app, name="secrets")
 app.command("submit")(submit_cmd.submit)
 
 

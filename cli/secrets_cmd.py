@@ -1,0 +1,50 @@
+"""`genqueue secrets gen-key|rotate`: Fernet keys for sealing job secrets, and re-encryption."""
+
+from __future__ import annotations
+
+import typer
+
+from cli.context import die, settings_or_die
+
+app = typer.Typer(no_args_is_help=True, help="Manage the key that seals secret input fields.")
+
+
+@app.command("gen-key")
+def gen_key() -> None:
+    """Print a new Fernet key (put it first in SECRETS_KEY to start encrypting with it)."""
+    from cryptography.fernet import Fernet
+
+    typer.echo(Fernet.generate_key().decode())
+
+
+@app.command()
+def rotate(batch: int = 500) -> None:
+    """Re-encrypt every job's sealed secrets with the first key of SECRETS_KEY."""
+    from sqlalchemy import select
+
+    from core.crypto import SecretsError, load_cipher
+    from core.crypto import rotate as rotate_token
+    from models.db import make_engine, make_session_factory
+    from models.tables import Job
+
+    s = settings_or_die()
+    try:
+        cipher = load_cipher(s.secrets_key.get_secret_value() if s.secrets_key else None, s.data_dir)
+    except SecretsError as exc:
+        die(str(exc))
+    sessions = make_session_factory(make_engine(s.effective_database_url))
+    done, last = 0, ""
+    while True:
+        with sessions.begin() as session:
+            rows = list(session.scalars(select(Job).where(Job.input_sealed.is_not(None), Job.id > last)
+                                        .order_by(Job.id).limit(batch)))
+            if not rows:
+                break
+            for job in rows:
+                try:
+                    job.input_sealed = rotate_token(cipher, job.input_sealed)
+                except Exception:
+                    die(f"job {job.id}: sealed with a key not in SECRETS_KEY; nothing after it was changed")
+            done += len(rows)
+            last = rows[-1].id
+    typer.echo(f"re-encrypted {done} jobs with the current key")
