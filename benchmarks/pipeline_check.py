@@ -21,8 +21,8 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cli.stack import Stack, free_port, wait_http  # noqa: E402
-from tests.support.pipeline import pipeline  # noqa: E402
+from cli.stack import Stack, free_port, wait_http
+from tests.support.pipeline import pipeline
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -80,7 +80,9 @@ def main() -> int:
             with admin.connect() as c:
                 c.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
     problems = []
-    overhead = []
+    overhead: list[float] = []
+    queue: list[float] = []
+    after: list[float] = []  # detection lag + storage: our cost once Replicate finished
     for j in jobs:
         rec = records.get(j.prediction_id or "")
         if j.status != "succeeded" or rec is None:
@@ -94,6 +96,8 @@ def main() -> int:
             problems.append(f"{j.id}: sha256 differs")
         assert j.end_to_end_time is not None and j.total_time is not None
         overhead.append(j.end_to_end_time - j.total_time)
+        queue.append(j.queue_time or 0.0)
+        after.append((j.detection_lag or 0.0) + (j.storage_time or 0.0))
     report = {
         "jobs": len(jobs), "db": args.db, "concurrency": args.concurrency, "predict_seconds": args.predict_seconds,
         "succeeded": sum(j.status == "succeeded" for j in jobs), "problems": len(problems),
@@ -101,6 +105,10 @@ def main() -> int:
         "overhead_p50": round(pct(overhead, 0.5), 3) if overhead else None,
         "overhead_p95": round(pct(overhead, 0.95), 3) if overhead else None,
         "overhead_mean": round(statistics.fmean(overhead), 3) if overhead else None,
+        "queue_time_p50": round(pct(queue, 0.5), 3) if queue else None,
+        "queue_time_p95": round(pct(queue, 0.95), 3) if queue else None,
+        "detect_plus_store_p50": round(pct(after, 0.5), 3) if after else None,
+        "detect_plus_store_p95": round(pct(after, 0.95), 3) if after else None,
     }
     print(json.dumps(report, indent=2))
     for line in problems[:20]:
