@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.support.seaweed import SeaweedS3, seaweed_s3
 from storage import (
     S3Storage,
     StorageError,
@@ -19,6 +18,7 @@ from storage import (
     make_storage,
     output_key,
 )
+from tests.support.seaweed import SeaweedS3, seaweed_s3
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
