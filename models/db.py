@@ -17,7 +17,7 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True, pool_recycle=1800)
+    return create_engine(url, pool_size=pool_size, max_overflow=32, pool_pre_ping=True, pool_recycle=1800)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -30,8 +30,8 @@ class Enqueuer:
     def poll(self, job_id: str, countdown: float = 0.0) -> None:
         self._app.send_task(POLL, args=[job_id], queue=QUEUE, countdown=countdown or None)
 
-    def store(self, job_id: str) -> None:
-        self._app.send_task(STORE, args=[job_id], queue=QUEUE)
+    def store(self, job_id: str, countdown: float = 0.0) -> None:
+        self._app.send_task(STORE, args=[job_id], queue=QUEUE, countdown=countdown or None)
 
     def cancel(self, job_id: str) -> None:
         self._app.send_task(CANCEL, args=[job_id], queue=QUEUE)

@@ -7,6 +7,7 @@ so they are built lazily by the first task a process runs, from the settings the
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from core.crypto import load_cipher
 from core.settings import Settings
 from models.db import make_engine, make_session_factory
 from worker import metrics
+from worker.durations import Durations
 from worker.enqueue import Enqueuer
 from worker.ratelimit import CircuitBreaker, RateLimiter
 from worker.replicate import ReplicateClient, make_http_client
@@ -38,6 +40,7 @@ class WorkerContext:
     breaker: CircuitBreaker
     enqueuer: Enqueuer
     recorder: metrics.Recorder
+    durations: Durations
     cipher: MultiFernet
     redis: redis.Redis
 
@@ -46,6 +49,7 @@ _settings: Settings | None = None
 _app: Any = None
 _ctx: WorkerContext | None = None
 _pid: int | None = None
+_lock = threading.Lock()
 
 
 def configure(settings: Settings, app: Any) -> None:
@@ -74,7 +78,8 @@ def build_context(settings: Settings, app: Any) -> WorkerContext:
     )
     return WorkerContext(
         settings=settings,
-        sessions=make_session_factory(make_engine(settings.effective_database_url, pool_size=2)),
+        # Small steady pool; overflow covers a threads-pool worker's bursts of concurrent commits.
+        sessions=make_session_factory(make_engine(settings.effective_database_url, pool_size=4)),
         replicate=ReplicateClient(http, settings.replicate_base_url, on_response=recorder.replicate_response),
         downloads=httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False),
         storage=storage,
@@ -83,6 +88,7 @@ def build_context(settings: Settings, app: Any) -> WorkerContext:
         breaker=CircuitBreaker(rclient),
         enqueuer=Enqueuer(app),
         recorder=recorder,
+        durations=Durations(rclient),
         cipher=load_cipher(
             settings.secrets_key.get_secret_value() if settings.secrets_key else None, settings.data_dir
         ),
@@ -92,8 +98,12 @@ def build_context(settings: Settings, app: Any) -> WorkerContext:
 
 def get() -> WorkerContext:
     global _ctx, _pid
-    if _ctx is None or _pid != os.getpid():
-        if _settings is None:
-            raise RuntimeError("worker.runtime.configure() was not called")
-        _ctx, _pid = build_context(_settings, _app), os.getpid()
-    return _ctx
+    ctx = _ctx
+    if ctx is not None and _pid == os.getpid():
+        return ctx
+    with _lock:  # the threads pool: build once per process
+        if _ctx is None or _pid != os.getpid():
+            if _settings is None:
+                raise RuntimeError("worker.runtime.configure() was not called")
+            _ctx, _pid = build_context(_settings, _app), os.getpid()
+        return _ctx

@@ -25,7 +25,15 @@ def _follow(ctx: WorkerContext, job_id: str, nxt: Next) -> None:
     if nxt.task == "poll":
         ctx.enqueuer.poll(job_id, nxt.countdown)
     elif nxt.task == "store":
-        ctx.enqueuer.store(job_id)
+        # Copy the outputs right here rather than through another message: one broker round trip
+        # less per job, and the files are fetched as soon as they exist. A crash here leaves the job
+        # in `storing`, which the sweeper re-sends like any other step.
+        from worker.services.store import store
+
+        try:
+            store(ctx, job_id)
+        except RetryLater as later:
+            ctx.enqueuer.store(job_id, later.delay)
     elif nxt.task == "submit":
         ctx.enqueuer.submit([job_id])
 

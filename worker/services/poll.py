@@ -25,11 +25,24 @@ EARLY = timedelta(seconds=0.25)
 
 
 def next_delay(ctx: WorkerContext, job: Job, p: Prediction) -> float:
-    """Poll soon after the expected finish, then back off (bounded) for long predictions."""
+    """Poll just after the model's usual finish time, then back off (bounded) for long predictions."""
     s = ctx.settings
+    expected = ctx.durations.expected(job.model)
+    if expected is not None and p.created_at is not None:
+        remaining = expected * 1.05 - (utcnow() - p.created_at).total_seconds()
+        if remaining > 0.1:
+            return min(s.poll_max_delay, remaining + 0.05)
     if p.status == "starting":
         return min(s.poll_max_delay, max(0.5, s.poll_initial_delay))
     return min(s.poll_max_delay, s.poll_initial_delay * (1.25 ** min(job.polls, 20)))
+
+
+def duration(p: Prediction) -> float | None:
+    if p.total_time is not None:
+        return p.total_time
+    if p.created_at and p.completed_at:
+        return (p.completed_at - p.created_at).total_seconds()
+    return None
 
 
 def poll(ctx: WorkerContext, job_id: str) -> Next:
@@ -71,6 +84,8 @@ def poll(ctx: WorkerContext, job_id: str) -> Next:
     now = utcnow()
     with ctx.sessions.begin() as session:
         if p.is_terminal:
+            if p.status == "succeeded":
+                ctx.durations.observe(job.model, duration(p))
             return apply_terminal(session, job, JobStatus.RUNNING, p, now)
         delay = next_delay(ctx, job, p)
         touch(session, job.id, JobStatus.RUNNING, **prediction_fields(p), polls=job.polls + 1, deliveries=0,

@@ -146,7 +146,7 @@ def _record(ctx: WorkerContext, session: Session, job: Job, p: Prediction, creat
     if p.is_terminal:
         transition(session, job.id, JobStatus.SUBMITTING, JobStatus.RUNNING, **base, **prediction_fields(p))
         return apply_terminal(session, job, JobStatus.RUNNING, p, now)
-    delay = first_poll_delay(ctx)
+    delay = first_poll_delay(ctx, job, p)
     ok = transition(session, job.id, JobStatus.SUBMITTING, JobStatus.RUNNING, **base, **prediction_fields(p),
                     deliveries=0, next_check_at=now + timedelta(seconds=delay))
     if not ok:
@@ -155,5 +155,11 @@ def _record(ctx: WorkerContext, session: Session, job: Job, p: Prediction, creat
     return Next("poll", delay)
 
 
-def first_poll_delay(ctx: WorkerContext) -> float:
-    return ctx.settings.poll_initial_delay
+def first_poll_delay(ctx: WorkerContext, job: Job, p: Prediction) -> float:
+    """When this model's predictions usually finish (observed), else the configured initial delay."""
+    expected = ctx.durations.expected(job.model)
+    if expected is None:
+        return ctx.settings.poll_initial_delay
+    elapsed = (utcnow() - p.created_at).total_seconds() if p.created_at else 0.0
+    # 5% late on purpose: one GET just after the finish beats two GETs around it.
+    return max(0.1, min(ctx.settings.poll_max_delay, expected * 1.05 - elapsed + 0.05))
