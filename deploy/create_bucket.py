@@ -17,6 +17,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 ALREADY_THERE = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
+# Wrong credentials will not fix themselves: fail at once instead of retrying until the deadline.
+FATAL = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidBucketName"}
 
 
 def bucket_from_storage_url(url: str) -> str:
@@ -47,7 +49,8 @@ def main() -> int:
             client.head_bucket(Bucket=bucket)
             return 0
         except (BotoCoreError, ClientError) as exc:
-            if time.monotonic() > deadline:
+            fatal = isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in FATAL
+            if fatal or time.monotonic() > deadline:
                 print(f"could not create bucket {bucket}: {exc}", file=sys.stderr, flush=True)
                 return 1
             time.sleep(2)
