@@ -11,10 +11,11 @@ import logging
 from collections.abc import Callable
 
 from celery import Celery, Task
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker import enqueue, runtime
 from worker.runtime import WorkerContext
-from worker.services.outcomes import Next, RetryLater
+from worker.services.outcomes import Next, RetryLater, backoff
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +39,26 @@ def _follow(ctx: WorkerContext, job_id: str, nxt: Next) -> None:
         ctx.enqueuer.submit([job_id])
 
 
+def _again(task: Task, job_id: str, delay: float) -> None:
+    # A fresh message (not task.retry): retries of these steps are unbounded by design; the job's
+    # deadline and delivery counter bound them instead.
+    task.app.send_task(task.name, args=[job_id], queue=enqueue.QUEUE,
+                       countdown=min(MAX_RETRY_COUNTDOWN, max(0.05, delay)))
+
+
 def _run(task: Task, job_id: str, service: Callable[[WorkerContext, str], Next]) -> None:
     ctx = runtime.get()
     try:
         nxt = service(ctx, job_id)
+        _follow(ctx, job_id, nxt)
     except RetryLater as later:
         log.info("job=%s %s retry in %.2fs: %s", job_id, task.name, later.delay, later.reason)
-        # A fresh message (not task.retry): retries of these steps are unbounded by design; the job's
-        # deadline and delivery counter bound them instead.
-        task.app.send_task(task.name, args=[job_id], queue=enqueue.QUEUE,
-                           countdown=min(MAX_RETRY_COUNTDOWN, max(0.05, later.delay)))
-        return
-    _follow(ctx, job_id, nxt)
+        _again(task, job_id, later.delay)
+    except (OperationalError, InterfaceError) as exc:
+        # The database is away (restart, failover): try the same step again shortly. If the broker
+        # is away too, the sweeper re-sends the step once both are back.
+        log.warning("job=%s %s database unavailable (%s); retrying", job_id, task.name, type(exc).__name__)
+        _again(task, job_id, backoff(task.request.retries or 2, base=1.0, cap=15.0))
 
 
 def register(app: Celery) -> None:

@@ -1,15 +1,18 @@
 """Create the prediction for a job, exactly once.
 
 Replicate has no idempotency key, so the dangerous moment is between sending the create and
-recording its answer. The job is claimed (`queued -> submitting`, committed) before the create is
-sent; a job found in `submitting` later means an answer may have been lost, so we look the
-prediction up by creation time, version and input digest and adopt it before ever creating again.
+recording its answer. Every create is preceded by a committed compare-and-set *claim*:
+`queued -> submitting`, or, for a job already `submitting` whose earlier create went unanswered, a
+re-claim conditioned on the claim time we read. Only the delivery whose claim changed the row may
+send a create. A job found in `submitting` means an answer may have been lost, so we first look the
+prediction up by creation time, version and input digest and adopt it; and while a claim is young
+enough that its create may still be in flight, nobody else touches the job.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import update
@@ -20,7 +23,7 @@ from models.base import utcnow
 from models.jobs import finish_timings, transition
 from models.status import ErrorCode, JobStatus
 from models.tables import Job
-from worker.replicate import PermanentError, Prediction, TransientError, input_digest
+from worker.replicate import PermanentError, Prediction, ReplicateError, TransientError, input_digest
 from worker.runtime import WorkerContext
 from worker.services.observe import apply_terminal, prediction_fields
 from worker.services.outcomes import DONE, Next, RetryLater, backoff
@@ -29,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # How far before our claim to look for a prediction whose create answer was lost (clock skew margin).
 RECONCILE_MARGIN = timedelta(seconds=120)
+# A message that arrives this much before the job's next check time is a duplicate of a live chain.
+EARLY = timedelta(seconds=0.25)
 
 
 def fail(session: Session, job: Job, src: JobStatus, code: str, message: str) -> Next:
@@ -43,12 +48,34 @@ def full_input(ctx: WorkerContext, job: Job) -> dict[str, Any]:
     return {**job.input_public, **decrypt_secrets(ctx.cipher, job.input_sealed)}
 
 
+def create_window(ctx: WorkerContext) -> timedelta:
+    """Longest a create call can be in flight (read timeout, Prefer: wait, margin)."""
+    return timedelta(seconds=ctx.settings.replicate_timeout + ctx.settings.create_wait_seconds + 15)
+
+
 def submit(ctx: WorkerContext, job_id: str) -> Next:
+    try:
+        return _submit(ctx, job_id)
+    except RetryLater as later:
+        # Record when this chain will look again: the sweeper then sees nothing overdue and a
+        # duplicate message that arrives earlier is dropped, so one job has one retry chain.
+        with ctx.sessions.begin() as session:
+            session.execute(
+                update(Job).where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.SUBMITTING]))
+                .values(next_check_at=utcnow() + timedelta(seconds=later.delay))
+                .execution_options(synchronize_session=False)
+            )
+        raise
+
+
+def _submit(ctx: WorkerContext, job_id: str) -> Next:
     with ctx.sessions.begin() as session:
         job = session.get(Job, job_id)
         if job is None or job.status not in (JobStatus.QUEUED, JobStatus.SUBMITTING):
             return DONE  # already past this step (a duplicate message, or the sweeper raced us)
         now = utcnow()
+        if job.next_check_at is not None and now < job.next_check_at - EARLY:
+            return DONE  # another chain owns this job until next_check_at
         if job.deliveries >= ctx.settings.max_deliveries:
             return fail(session, job, JobStatus(job.status), ErrorCode.POISON,
                         f"gave up after {job.deliveries} attempts to submit")
@@ -59,18 +86,44 @@ def submit(ctx: WorkerContext, job_id: str) -> Next:
         except SecretsError as exc:
             return fail(session, job, JobStatus(job.status), ErrorCode.SECRETS, str(exc))
         if job.status == JobStatus.SUBMITTING:
+            in_flight_until = _create_in_flight_until(ctx, job)
+            if in_flight_until is not None and now < in_flight_until:
+                raise RetryLater((in_flight_until - now).total_seconds(), "a create may still be in flight")
             adopted = _reconcile(ctx, session, job, payload)
             if adopted is not None:
                 return adopted
-            _wait_for_budget(ctx)
-        else:
-            _wait_for_budget(ctx)
-            if not transition(session, job.id, JobStatus.QUEUED, JobStatus.SUBMITTING, submit_started_at=now,
-                              deliveries=job.deliveries + 1, next_check_at=now):
-                return DONE
-            job.submit_started_at = now
+        _wait_for_budget(ctx)
+        if not _claim(session, job, now, ctx):
+            return DONE
     # The claim is committed: from here on a crash leaves `submitting`, which means "look it up first".
     return _create(ctx, job, payload)
+
+
+def _create_in_flight_until(ctx: WorkerContext, job: Job) -> datetime | None:
+    """While the latest claim's create has not answered (submitted_at older than the claim) and is
+    younger than the create window, it may still land: nobody else may reconcile or create."""
+    claimed = job.submit_started_at
+    if claimed is None or (job.submitted_at is not None and job.submitted_at >= claimed):
+        return None
+    return claimed + create_window(ctx)
+
+
+def _claim(session: Session, job: Job, now: datetime, ctx: WorkerContext) -> bool:
+    values: dict[str, Any] = {"submit_started_at": now, "deliveries": job.deliveries + 1,
+                              "next_check_at": now + create_window(ctx), "updated_at": now}
+    if job.status == JobStatus.QUEUED:
+        ok = transition(session, job.id, JobStatus.QUEUED, JobStatus.SUBMITTING, **values)
+    else:
+        # Re-claim only from exactly the state we reconciled: a concurrent delivery that claimed
+        # (or moved the job) in between makes this match nothing.
+        stmt = (update(Job).where(Job.id == job.id, Job.status == JobStatus.SUBMITTING,
+                                  Job.submit_started_at == job.submit_started_at,
+                                  Job.deliveries == job.deliveries)
+                .values(**values).execution_options(synchronize_session=False))
+        ok = bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+    if ok:
+        job.submit_started_at, job.deliveries = now, job.deliveries + 1
+    return ok
 
 
 def _wait_for_budget(ctx: WorkerContext) -> None:
@@ -95,10 +148,7 @@ def _reconcile(ctx: WorkerContext, session: Session, job: Job, payload: dict[str
     except TransientError as exc:
         raise RetryLater(exc.retry_after or backoff(job.deliveries), "reconcile lookup failed") from None
     if found is None:
-        log.info("job=%s no prediction found for an unanswered create; creating again", job.id)
-        if job.deliveries >= ctx.settings.max_deliveries:
-            return fail(session, job, JobStatus.SUBMITTING, ErrorCode.POISON, "too many create attempts")
-        job.deliveries += 1
+        log.info("job=%s no prediction found for an unanswered create", job.id)
         return None
     log.info("job=%s adopted prediction=%s whose create answer was lost", job.id, found.id)
     return _record(ctx, session, job, found)
@@ -116,16 +166,7 @@ def _create(ctx: WorkerContext, job: Job, payload: dict[str, Any]) -> Next:
             wait=ctx.settings.create_wait_seconds or None,
         )
     except TransientError as exc:
-        with ctx.sessions.begin() as session:
-            if exc.status_code == 429:
-                ctx.limiter.pause("create", exc.retry_after or 1.0)
-            elif exc.status_code and exc.status_code >= 500:
-                ctx.breaker.failure()
-            if not exc.request_sent_maybe:
-                # Surely never reached Replicate (connection refused, 429): safe to create again later.
-                transition(session, job.id, JobStatus.SUBMITTING, JobStatus.QUEUED, deliveries=0)
-            else:
-                session.execute(update(Job).where(Job.id == job.id).values(attempts=Job.attempts + 1))
+        _after_transient(ctx, job, exc)
         delay = exc.retry_after if exc.retry_after is not None else backoff(job.deliveries)
         raise RetryLater(delay, f"create transient {exc.status_code}") from None
     except PermanentError as exc:
@@ -137,6 +178,24 @@ def _create(ctx: WorkerContext, job: Job, payload: dict[str, Any]) -> Next:
         return _record(ctx, session, job, prediction, created=True)
 
 
+def _after_transient(ctx: WorkerContext, job: Job, exc: TransientError) -> None:
+    if exc.status_code == 429:
+        ctx.limiter.pause("create", exc.retry_after or 1.0)
+    elif exc.status_code and exc.status_code >= 500:
+        ctx.breaker.failure()
+    now = utcnow()
+    with ctx.sessions.begin() as session:
+        if not exc.request_sent_maybe:
+            # Surely never reached Replicate (connection refused, 429): safe to create again later.
+            transition(session, job.id, JobStatus.SUBMITTING, JobStatus.QUEUED, deliveries=0)
+        else:
+            # Ambiguous: the create answered (with an error), so it is no longer in flight; the next
+            # delivery reconciles before creating again. submitted_at marks "the create answered".
+            session.execute(update(Job).where(Job.id == job.id, Job.submit_started_at == job.submit_started_at)
+                            .values(attempts=Job.attempts + 1, submitted_at=now)
+                            .execution_options(synchronize_session=False))
+
+
 def _record(ctx: WorkerContext, session: Session, job: Job, p: Prediction, created: bool = False) -> Next:
     now = utcnow()
     attempts = job.attempts + 1 if created else job.attempts
@@ -144,15 +203,30 @@ def _record(ctx: WorkerContext, session: Session, job: Job, p: Prediction, creat
             "attempts": attempts}
     job.submitted_at = now
     if p.is_terminal:
-        transition(session, job.id, JobStatus.SUBMITTING, JobStatus.RUNNING, **base, **prediction_fields(p))
-        return apply_terminal(session, job, JobStatus.RUNNING, p, now)
-    delay = first_poll_delay(ctx, job, p)
-    ok = transition(session, job.id, JobStatus.SUBMITTING, JobStatus.RUNNING, **base, **prediction_fields(p),
-                    deliveries=0, next_check_at=now + timedelta(seconds=delay))
-    if not ok:
-        return DONE
-    log.info("job=%s created prediction=%s status=%s", job.id, p.id, p.status)
-    return Next("poll", delay)
+        ok = transition(session, job.id, JobStatus.SUBMITTING, JobStatus.RUNNING, **base, **prediction_fields(p))
+        if ok:
+            return apply_terminal(session, job, JobStatus.RUNNING, p, now)
+    else:
+        delay = first_poll_delay(ctx, job, p)
+        ok = transition(session, job.id, JobStatus.SUBMITTING, JobStatus.RUNNING, **base, **prediction_fields(p),
+                        deliveries=0, next_check_at=now + timedelta(seconds=delay))
+        if ok:
+            log.info("job=%s created prediction=%s status=%s", job.id, p.id, p.status)
+            return Next("poll", delay)
+    if created:
+        _orphan(ctx, job, p)
+    return DONE
+
+
+def _orphan(ctx: WorkerContext, job: Job, p: Prediction) -> None:
+    """Our create landed but the job moved on without us (should not happen given the claims):
+    never leave a paid prediction running unowned."""
+    log.warning("job=%s prediction=%s created but the job is no longer ours; canceling it", job.id, p.id)
+    if p.urls_cancel and not p.is_terminal:
+        try:
+            ctx.replicate.cancel(p.urls_cancel)
+        except ReplicateError:
+            log.warning("job=%s could not cancel orphan prediction=%s", job.id, p.id)
 
 
 def first_poll_delay(ctx: WorkerContext, job: Job, p: Prediction) -> float:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
+import redis
 from sqlalchemy import or_, select, update
 
 from models.base import utcnow
 from models.status import JobStatus
 from models.tables import Job
+from worker.enqueue import QUEUE
 from worker.runtime import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,22 @@ class SweepReport:
         return sum(self.requeued.values())
 
 
+def _skip_backlog(ctx: WorkerContext, rows: list[Any]) -> list[Any]:
+    """Queued jobs overdue only because the workers are behind still have their message in the
+    broker's list: re-sending them all every sweep would double a long backlog. While the list holds
+    at least as many messages as there are overdue queued jobs, leave those alone."""
+    queued = sum(1 for r in rows if r.status == JobStatus.QUEUED)
+    if not queued:
+        return rows
+    try:
+        waiting = int(ctx.redis.llen(QUEUE))
+    except redis.RedisError:
+        waiting = 0
+    if waiting >= queued:
+        return [r for r in rows if r.status != JobStatus.QUEUED]
+    return rows
+
+
 def sweep(ctx: WorkerContext, *, batch: int = 2000) -> SweepReport:
     now = utcnow()
     overdue = now - timedelta(seconds=ctx.settings.stuck_after)
@@ -51,11 +70,21 @@ def sweep(ctx: WorkerContext, *, batch: int = 2000) -> SweepReport:
             )
             .limit(batch)
         ).all()
+        rows = _skip_backlog(ctx, list(rows))
         if not rows:
             return report
         # Push the check forward first, so the next sweep doesn't re-send while these are in flight.
+        # A lost step counts as a delivery: a job whose step keeps vanishing (it kills its worker)
+        # reaches max_deliveries and is failed by that step instead of looping forever.
         session.execute(
-            update(Job).where(Job.id.in_([r.id for r in rows])).values(next_check_at=now)
+            update(Job).where(Job.id.in_([r.id for r in rows]))
+            .values(next_check_at=now, deliveries=Job.deliveries + 1)
+            .execution_options(synchronize_session=False)
+        )
+        # ... but waiting in a queue is not a delivery: queued jobs don't count.
+        session.execute(
+            update(Job).where(Job.id.in_([r.id for r in rows if r.status == JobStatus.QUEUED]))
+            .values(deliveries=Job.deliveries - 1)
             .execution_options(synchronize_session=False)
         )
     for job_id, status in rows:

@@ -1,0 +1,91 @@
+"""The sweeper against real SQL and Redis: what it re-sends, what it leaves alone, and the
+delivery counter that ends a job whose step keeps vanishing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import redis
+from sqlalchemy import update
+
+from core.settings import load_settings
+from intake import JobRequest
+from models.base import utcnow
+from models.tables import Job
+from worker.runtime import build_context
+from worker.services.sweep import sweep
+
+VERSION = "jigsawstack/image-generation:43d5bce2e1c97fa1e7d8996187a85cd5c882787989091af3b135c7a16ca23b79"
+
+
+class RecordingEnqueuer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def submit(self, ids: list[str]) -> None:
+        self.sent += [("submit", i) for i in ids]
+
+    __call__ = submit
+
+    def poll(self, job_id: str, countdown: float = 0.0) -> None:
+        self.sent.append(("poll", job_id))
+
+    def store(self, job_id: str, countdown: float = 0.0) -> None:
+        self.sent.append(("store", job_id))
+
+    def cancel(self, job_id: str) -> None:
+        self.sent.append(("cancel", job_id))
+
+
+def _ctx(tmp_path: Path, db_url: str, redis_url: str):  # type: ignore[no-untyped-def]
+    from models.db import make_engine
+    from models.migrate import upgrade
+
+    settings = load_settings(_env_file=None, database_url=db_url, redis_url=redis_url,
+                             replicate_api_token="r8_sim_fake_token", data_dir=tmp_path,
+                             storage_url=f"file://{tmp_path}/out", stuck_after=60)
+    upgrade(make_engine(settings.effective_database_url))
+    ctx = build_context(settings, app=None)
+    ctx.enqueuer = RecordingEnqueuer()  # type: ignore[assignment]
+    return ctx
+
+
+def _job(ctx, status: str, overdue: bool) -> str:  # type: ignore[no-untyped-def]
+    from intake.service import Intake
+
+    intake = Intake(ctx.sessions, ctx.cipher, frozenset({"api_key"}), lambda ids: None, 3600)
+    [job], _ = intake.submit([JobRequest(version=VERSION, input={"prompt": "p", "api_key": "k"})])
+    when = utcnow() - timedelta(seconds=600 if overdue else 0)
+    with ctx.sessions.begin() as s:
+        s.execute(update(Job).where(Job.id == job.id).values(status=status, next_check_at=when))
+    return job.id
+
+
+def test_sweep_resends_overdue_steps_only(tmp_path: Path, db_url: str, redis_url: str) -> None:
+    ctx = _ctx(tmp_path, db_url, redis_url)
+    jobs = {s: _job(ctx, s, overdue=True) for s in ("queued", "submitting", "running", "storing")}
+    fresh = _job(ctx, "running", overdue=False)
+    done = _job(ctx, "succeeded", overdue=True)
+    report = sweep(ctx)
+    sent = set(ctx.enqueuer.sent)
+    assert sent == {("submit", jobs["queued"]), ("submit", jobs["submitting"]), ("poll", jobs["running"]),
+                    ("store", jobs["storing"])}
+    assert report.total == 4 and fresh not in {j for _, j in sent} and done not in {j for _, j in sent}
+    # Pushed forward: an immediate second sweep re-sends nothing.
+    ctx.enqueuer.sent.clear()
+    assert sweep(ctx).total == 0
+    with ctx.sessions() as s:
+        assert s.get(Job, jobs["running"]).deliveries == 1  # a lost step counts
+        assert s.get(Job, jobs["queued"]).deliveries == 0  # waiting in a queue does not
+
+
+def test_queued_backlog_in_the_broker_is_not_resent(tmp_path: Path, db_url: str, redis_url: str) -> None:
+    ctx = _ctx(tmp_path, db_url, redis_url)
+    queued = [_job(ctx, "queued", overdue=True) for _ in range(3)]
+    client = redis.Redis.from_url(redis_url)
+    client.rpush("genqueue", *[b"msg"] * 3)  # their messages are still waiting in the list
+    assert sweep(ctx).total == 0
+    client.delete("genqueue")  # Redis restarted empty: every message gone
+    assert {j for _, j in ctx.enqueuer.sent} == set() and sweep(ctx).total == 3
+    assert {j for _, j in ctx.enqueuer.sent} == set(queued)
