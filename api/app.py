@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import routes_health, routes_jobs, routes_outputs
+from api import dashboard, routes_health, routes_jobs, routes_metrics, routes_outputs, routes_stats
 from api.bodylimit import BodySizeLimit
 from api.deps import JobEnqueuer, OutputReader
 from api.errors import install_error_handlers
@@ -98,4 +98,7 @@ def create_app(
     app.include_router(routes_health.router)
     app.include_router(routes_jobs.router)
     app.include_router(routes_outputs.router)
+    app.include_router(routes_stats.router)
+    app.include_router(routes_metrics.router)
+    app.include_router(dashboard.router)
     return app

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli import keys_cmd, secrets_cmd, submit_cmd
+from cli import keys_cmd, secrets_cmd, stats_cmd, submit_cmd
 from cli.context import die, settings_or_die
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -16,6 +16,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(secrets_cmd.app, name="secrets")
 app.command("submit")(submit_cmd.submit)
+app.command("stats")(stats_cmd.stats)
 
 
 @app.command()

@@ -92,6 +92,7 @@ class Job(Base):
         Index("ix_jobs_finished", "finished_at"),
         Index("ix_jobs_prediction", "prediction_id"),
         Index("ix_jobs_key_created", "api_key_id", "created_at", "id"),
+        Index("ix_jobs_submitted", "submitted_at"),  # 0002: creates-per-minute series in /v1/stats
     )
 
 

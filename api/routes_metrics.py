@@ -1,0 +1,123 @@
+"""`GET /metrics`: Prometheus text format, computed at scrape time from the shared sources of truth.
+
+Job counts, queue depth, in-flight and phase quantiles come from SQL; Replicate request counts and
+rate-limiter waits from the Redis hashes every worker increments (worker/metrics.py). Nothing is kept in
+this process, so the figures are right however many worker processes, hosts or API replicas there are.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Annotated
+
+import redis
+from fastapi import APIRouter, Depends, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.auth import Principal, require
+from api.deps import session_factory
+from api.errors import ErrorResponse
+from models import stats
+from models.base import utcnow
+from models.keys import Role
+from models.stats import QUANTILES, STATUSES, TIMINGS, Filters
+from models.status import TERMINAL
+from models.tables import Job
+from worker.metrics import LIMITER_KEY, REPLICATE_KEY, read_counters
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["ops"])
+PHASE_WINDOW = timedelta(hours=1)  # genqueue_phase_seconds covers jobs created in the last hour
+
+
+class GenqueueCollector(Collector):
+    def __init__(self, sessions: sessionmaker[Session], client: redis.Redis) -> None:
+        self._sessions = sessions
+        self._redis = client
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._sql()
+        yield from self._redis_counters()
+
+    def _sql(self) -> Iterator[Metric]:
+        now = utcnow()
+        with self._sessions() as session:
+            rows = session.execute(select(Job.status, Job.error_code, func.count())
+                                   .group_by(Job.status, Job.error_code)).all()
+            in_flight = stats.in_flight(session, Filters())
+            q = stats.queue(session, Filters(), now)
+            phases = stats.timing_percentiles(session, Filters(since=now - PHASE_WINDOW))
+        finished = CounterMetricFamily("genqueue_jobs_finished", "Jobs that reached a terminal status",
+                                       labels=["status", "error_code"])
+        jobs = GaugeMetricFamily("genqueue_jobs", "Jobs by current status", labels=["status"])
+        by_status = dict.fromkeys(STATUSES, 0)
+        terminal = {s.value for s in TERMINAL}
+        for status, code, n in rows:
+            by_status[status] = by_status.get(status, 0) + int(n)
+            if status in terminal:
+                finished.add_metric([status, code or ""], float(n))
+        for status, n in by_status.items():
+            jobs.add_metric([status], float(n))
+        yield finished
+        yield jobs
+        yield GaugeMetricFamily("genqueue_queue_depth", "Jobs queued, waiting for a worker", value=q["depth"])
+        yield GaugeMetricFamily("genqueue_queue_oldest_age_seconds", "Age of the oldest queued job",
+                                value=q["oldest_age_seconds"] or 0.0)
+        flight = GaugeMetricFamily("genqueue_in_flight", "Jobs being worked on, by phase", labels=["phase"])
+        for phase in ("submitting", "starting", "processing", "storing"):
+            flight.add_metric([phase], float(in_flight[phase]))
+        yield flight
+        pct = GaugeMetricFamily("genqueue_phase_seconds", "Phase duration quantiles, jobs created in the last hour",
+                                labels=["phase", "quantile"])
+        for name in TIMINGS:
+            for qv in QUANTILES:
+                value = phases[name].get(f"p{round(qv * 100)}")
+                if value is not None:
+                    pct.add_metric([name, str(qv)], value)
+        yield pct
+
+    def _redis_counters(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("genqueue_metrics_redis_up", "1 when the Redis counters could be read")
+        try:
+            replicate = read_counters(self._redis, REPLICATE_KEY)
+            waits = read_counters(self._redis, LIMITER_KEY)
+        except redis.RedisError as exc:
+            log.warning("metrics: redis counters unavailable (%s)", type(exc).__name__)
+            up.add_metric([], 0.0)
+            yield up
+            return
+        up.add_metric([], 1.0)
+        yield up
+        requests = CounterMetricFamily("genqueue_replicate_requests", "Replicate API answers by endpoint and code",
+                                       labels=["endpoint", "code"])
+        for field, n in sorted(replicate.items()):
+            endpoint, _, code = field.rpartition("|")
+            requests.add_metric([endpoint, code], n)
+        yield requests
+        count = CounterMetricFamily("genqueue_ratelimit_waits", "Times a worker waited for the rate limiter",
+                                    labels=["kind"])
+        seconds = CounterMetricFamily("genqueue_ratelimit_wait_seconds", "Seconds workers waited for the limiter",
+                                      labels=["kind"])
+        for field, v in sorted(waits.items()):
+            kind, _, what = field.rpartition("|")
+            if what == "count":
+                count.add_metric([kind], v)
+            elif what == "seconds":
+                seconds.add_metric([kind], v)
+        yield count
+        yield seconds
+
+
+@router.get("/metrics", summary="Prometheus metrics (ops or admin key)", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}},
+                       **{c: {"model": ErrorResponse} for c in (401, 403, 429)}})
+def metrics(request: Request, _: Annotated[Principal, Depends(require(Role.OPS))]) -> Response:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GenqueueCollector(session_factory(request), request.app.state.redis))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,55 @@
+"""`GET /v1/stats`: the ops report (counts, live gauges, series, latency, failures, models, cost) as JSON."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.orm import Session
+
+from api.auth import Principal, require
+from api.deps import get_session
+from api.errors import ApiError, ErrorResponse
+from core.settings import Settings
+from intake.errors import FieldError
+from models.base import utcnow
+from models.keys import Role
+from models.stats_report import filters_for, report
+
+router = APIRouter(prefix="/v1", tags=["ops"])
+
+
+def _aware(value: datetime | None, name: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ApiError(422, "validation_error", "timestamps need a timezone",
+                       [FieldError(name, "must include a UTC offset, e.g. 2025-01-01T00:00:00Z")])
+    return value
+
+
+@router.get("/stats", summary="Ops statistics (ops or admin key)",
+            responses={c: {"model": ErrorResponse} for c in (401, 403, 422, 429)})
+def get_stats(
+    request: Request,
+    session: Annotated[Session, Depends(get_session)],
+    _: Annotated[Principal, Depends(require(Role.OPS))],
+    window: Annotated[str | None, Query(max_length=16, description="15m, 1h, 7d or all (default 1h)")] = None,
+    since: Annotated[datetime | None, Query(description="ISO 8601 with offset; wins over window")] = None,
+    until: Annotated[datetime | None, Query(description="ISO 8601 with offset (default now)")] = None,
+    model: Annotated[str | None, Query(max_length=200)] = None,
+    api_key_id: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    """Counts by status, in-flight by phase, queue depth and age, stuck jobs, throughput and create series,
+    latency p50/p95/p99 by phase with a p50 series, failures by error code, per-model figures and cost."""
+    settings: Settings = request.app.state.settings
+    now = utcnow()
+    try:
+        f = filters_for(window=window, since=_aware(since, "since"), until=_aware(until, "until"), model=model,
+                        api_key_id=api_key_id, now=now)
+    except ValueError:
+        raise ApiError(422, "validation_error", "invalid window",
+                       [FieldError("window", "must look like 15m, 1h, 7d or all")]) from None
+    if f.since and f.until and f.since >= f.until:
+        raise ApiError(422, "validation_error", "empty time range", [FieldError("since", "must be before until")])
+    return report(session, f, price_per_second=settings.price_per_second,
+                  create_rate_per_min=settings.create_rate_per_min, stuck_after=settings.stuck_after, now=now)

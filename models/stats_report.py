@@ -1,0 +1,115 @@
+"""The whole ops report as one JSON-able document: what `/v1/stats`, `genqueue stats` and the dashboard show.
+
+Time filters (`since`/`until`, or a `window` like 1h) select jobs by created_at for counts, percentiles,
+failures, models and cost; by finished_at / submitted_at for the throughput and create series. Queue,
+in-flight and stuck figures are the live state and ignore the window (model/key filters still apply).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from models import stats, stats_series
+from models.base import utcnow
+from models.stats import STATUSES, Filters
+from models.tables import ApiKey, Job
+
+_WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+DEFAULT_WINDOW = "1h"
+
+
+def parse_window(text: str) -> timedelta | None:
+    """'90s', '15m', '1h', '7d', '2w' -> timedelta; 'all' -> None. ValueError otherwise."""
+    if text.strip().lower() == "all":
+        return None
+    m = _WINDOW.match(text.lower())
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"window must look like 15m, 1h, 7d or 'all', got {text!r}")
+    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def _billed(column: Any) -> Any:
+    """predict_time when Replicate bills it: aborted predictions never ran and are not billed."""
+    return case((func.coalesce(Job.prediction_status, "") == "aborted", None), else_=column)
+
+
+def cost(session: Session, f: Filters, price_per_second: float) -> dict[str, Any]:
+    billed = _billed(Job.predict_time)
+    secs = func.coalesce(func.sum(billed), 0.0)
+    where = f.clauses()
+
+    def money(seconds: Any) -> float:
+        return round(float(seconds or 0.0) * price_per_second, 6)
+
+    total = float(session.scalar(select(secs).where(*where)) or 0)
+    model = func.coalesce(Job.model, Job.deployment, "-")
+    by_model = [{"model": m, "jobs": int(n), "billed_seconds": round(float(s), 6), "spend": money(s)}
+                for m, n, s in session.execute(select(model, func.count(), secs).where(*where).group_by(model)
+                                               .order_by(secs.desc()).limit(50))]
+    key_rows = session.execute(
+        select(Job.api_key_id, ApiKey.name, func.count(), secs).outerjoin(ApiKey, ApiKey.id == Job.api_key_id)
+        .where(*where).group_by(Job.api_key_id, ApiKey.name).order_by(secs.desc()).limit(50))
+    by_key = [{"api_key_id": k, "name": name, "jobs": int(n), "billed_seconds": round(float(s), 6), "spend": money(s)}
+              for k, name, n, s in key_rows]
+    c_n, c_s = session.execute(select(func.count(), secs).where(*where, Job.status == "canceled")).one()
+    a_n, a_s = session.execute(select(func.count(), func.coalesce(func.sum(Job.predict_time), 0.0))
+                               .where(*where, Job.prediction_status == "aborted")).one()
+    return {
+        "price_per_second": price_per_second, "billed_seconds": round(total, 6), "estimated_spend": money(total),
+        "by_model": by_model, "by_api_key": by_key,
+        "canceled": {"count": int(c_n), "billed_seconds": round(float(c_s or 0), 6), "spend": money(c_s)},
+        "aborted": {"count": int(a_n), "unbilled_seconds": round(float(a_s or 0), 6), "spend": 0.0},
+    }
+
+
+def resolve_window(session: Session, f: Filters, now: datetime) -> tuple[datetime, datetime]:
+    """The series range: the filter's own, else from the first job in scope (or an hour) up to now."""
+    until = f.until or now
+    if f.since is not None:
+        return f.since, until
+    first = stats.as_utc(session.scalar(select(func.min(Job.created_at)).where(*f.scope())))
+    return (first if first and first < until else until - timedelta(hours=1)), until
+
+
+def report(session: Session, f: Filters, *, price_per_second: float, create_rate_per_min: int,
+           stuck_after: float, now: datetime | None = None) -> dict[str, Any]:
+    now = now or utcnow()
+    since, until = resolve_window(session, f, now)
+    step = stats_series.bucket_seconds(since, until)
+    counts = stats.status_counts(session, f)
+    phases = stats.timing_percentiles(session, f)
+    return {
+        "generated_at": now.isoformat(),
+        "window": {"since": f.since.isoformat() if f.since else None,
+                   "until": f.until.isoformat() if f.until else None,
+                   "series_since": since.isoformat(), "series_until": until.isoformat(), "bucket_seconds": step},
+        "filters": {"model": f.model, "api_key_id": f.api_key_id},
+        "status_counts": {s: counts.get(s, 0) for s in STATUSES},
+        "total": sum(counts.values()),
+        "in_flight": stats.in_flight(session, f),
+        "queue": stats.queue(session, f, now),
+        "stuck": stats.stuck(session, f, now, stuck_after),
+        "throughput": stats_series.throughput(session, f, since, until, step),
+        "creates": stats_series.creates(session, f, since, until, step, create_rate_per_min),
+        "latency": {"phases": phases, "series": stats_series.latency_series(session, f, since, until, step)},
+        "failures": stats.failures(session, f),
+        "models": stats.per_model(session, f),
+        "cost": cost(session, f, price_per_second),
+    }
+
+
+def filters_for(*, window: str | None, since: datetime | None, until: datetime | None, model: str | None,
+                api_key_id: str | None, now: datetime) -> Filters:
+    """Filters from the request/CLI options: explicit since/until win over window; default window 1h."""
+    if since is None and window is None and until is None:
+        window = DEFAULT_WINDOW
+    if since is None and window is not None:
+        span = parse_window(window)
+        since = None if span is None else (until or now) - span
+    return Filters(since=since, until=until, model=model or None, api_key_id=api_key_id or None)
