@@ -7,6 +7,7 @@ through the same intake the API uses, shows progress, and prints the summary fro
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 from rich.console import Console
@@ -61,40 +62,51 @@ def run_demo(*, jobs: int, concurrency: int, predict_seconds: float) -> int:
     base = settings_or_die()
     data_dir = str(base.data_dir.resolve())
     redis_proc = ensure_redis(base.redis_url, base.data_dir, allowed=base.embedded_redis)
-    sim_port = free_port()
-    env = demo_env(data_dir, sim_port, base.redis_url)
-    os.environ.update({k: v for k, v in env.items() if k not in os.environ or os.environ[k] != v})
-    settings = settings_or_die()
-    engine = make_engine(settings.effective_database_url)
-    upgrade(engine)
-    sessions = make_session_factory(engine)
-    log_dir = settings.data_dir / "logs"
-    console.print(f"[bold]genqueue demo[/]: data in {data_dir}, logs in {log_dir}")
-    with Stack(env, log_dir) as stack:
-        stack.add("simulator", "simulator", "--port", str(sim_port), "--predict-seconds", str(predict_seconds))
-        if not wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", 30):
-            console.print("[red]simulator did not start[/]")
-            return 1
-        stack.add("worker", "worker", "--concurrency", str(concurrency))
-        stack.add("beat", "beat")
-        celery = make_celery(settings)
-        intake = Intake(sessions, load_cipher(settings.secrets_key.get_secret_value() if settings.secrets_key
-                                              else None, settings.data_dir),
-                        settings.secret_field_names, Enqueuer(celery), settings.job_deadline_seconds)
-        requests = [
-            JobRequest(version=JIGSAWSTACK_VERSION, input={
-                "prompt": PROMPTS[i % len(PROMPTS)], "aspect_ratio": "16:9", "output_format": "png", "steps": 4,
-                "api_key": "sk_demo_fake_not_a_real_key"})
-            for i in range(jobs)
-        ]
-        created, _ = intake.submit(requests, batch=True)
-        ids = [j.id for j in created]
-        ok = _watch(console, sessions, ids, timeout=120 + jobs * predict_seconds / concurrency * 2)
-        _summary(console, sessions, ids, settings.effective_storage_url)
-        celery.close()
-    engine.dispose()
-    if redis_proc is not None:
-        redis_proc.terminate()
+    # SIGTERM stops the demo like Ctrl-C does, so the finally blocks below stop every child.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        sim_port = free_port()
+        env = demo_env(data_dir, sim_port, base.redis_url)
+        os.environ.update(env)
+        settings = settings_or_die()
+        engine = make_engine(settings.effective_database_url)
+        try:
+            upgrade(engine)
+            sessions = make_session_factory(engine)
+            log_dir = settings.data_dir / "logs"
+            console.print(f"[bold]genqueue demo[/]: data in {data_dir}, logs in {log_dir}")
+            with Stack(env, log_dir) as stack:
+                stack.add("simulator", "simulator", "--port", str(sim_port), "--predict-seconds",
+                          str(predict_seconds))
+                if not wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", 30):
+                    console.print("[red]simulator did not start[/]")
+                    return 1
+                stack.add("worker", "worker", "--concurrency", str(concurrency))
+                stack.add("beat", "beat")
+                celery = make_celery(settings)
+                secret = settings.secrets_key.get_secret_value() if settings.secrets_key else None
+                intake = Intake(sessions, load_cipher(secret, settings.data_dir), settings.secret_field_names,
+                                Enqueuer(celery), settings.job_deadline_seconds)
+                requests = [
+                    JobRequest(version=JIGSAWSTACK_VERSION, input={
+                        "prompt": PROMPTS[i % len(PROMPTS)], "aspect_ratio": "16:9", "output_format": "png",
+                        "steps": 4, "api_key": "sk_demo_fake_not_a_real_key"})
+                    for i in range(jobs)
+                ]
+                created, _ = intake.submit(requests, batch=True)
+                ids = [j.id for j in created]
+                ok = _watch(console, sessions, ids, timeout=120 + jobs * predict_seconds / concurrency * 2)
+                _summary(console, sessions, ids, settings.effective_storage_url)
+                celery.close()
+        finally:
+            engine.dispose()
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+    finally:
+        if redis_proc is not None:
+            redis_proc.terminate()
+            redis_proc.wait(10)
     return 0 if ok else 1
 
 

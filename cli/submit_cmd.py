@@ -28,10 +28,11 @@ def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _load_file(path: Path) -> list[dict[str, Any]]:
+def _load_file(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(where, row) pairs; `where` is "file:line" so every error names the line it came from."""
     if not path.exists():
         die(f"no such file: {path}")
-    rows = []
+    rows: list[tuple[str, dict[str, Any]]] = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
@@ -41,7 +42,7 @@ def _load_file(path: Path) -> list[dict[str, Any]]:
             die(f"{path}:{n}: not JSON ({exc.msg})")
         if not isinstance(row, dict):
             die(f"{path}:{n}: each line must be a JSON object")
-        rows.append(row)
+        rows.append((f"{path}:{n}", row))
     if not rows:
         die(f"{path}: no jobs")
     return rows
@@ -51,8 +52,9 @@ def submit(
     version: Annotated[str | None, typer.Option(help='"owner/name:<64 hex>" or "<64 hex>"')] = None,
     model: Annotated[str | None, typer.Option(help="official model owner/name")] = None,
     deployment: Annotated[str | None, typer.Option(help="deployment owner/name")] = None,
-    input_: Annotated[list[str] | None,
-                      typer.Option("--input", "-i", help="key=value (JSON value), repeatable")] = None,
+    input_: Annotated[
+        list[str] | None, typer.Option("--input", "-i", help="key=value (JSON value), repeatable")
+    ] = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="JSONL: one job request per line")] = None,
     wait: Annotated[bool, typer.Option(help="wait until every job is terminal")] = False,
     timeout: Annotated[float, typer.Option(min=1)] = 3600.0,
@@ -66,43 +68,77 @@ def submit(
 
     if file is not None and (version or model or deployment or input_):
         die("give either --file or --version/--model/--deployment with --input, not both")
-    raw = _load_file(file) if file else [
-        {k: v for k, v in {"version": version, "model": model, "deployment": deployment}.items() if v}
-        | {"input": _parse_inputs(input_ or [])}
-    ]
-    try:
-        requests = [JobRequest.model_validate(r) for r in raw]
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        die(f"{'.'.join(str(p) for p in err['loc']) or 'request'}: {err['msg']}")
+    raw = (
+        _load_file(file)
+        if file
+        else [
+            (
+                "",
+                {k: v for k, v in {"version": version, "model": model, "deployment": deployment}.items() if v}
+                | {"input": _parse_inputs(input_ or [])},
+            )
+        ]
+    )
+    requests = []
+    for where, row in raw:
+        try:
+            requests.append(JobRequest.model_validate(row))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "version"
+            die(f"{where + ': ' if where else ''}{field}: {err['msg'].removeprefix('Value error, ')}")
     s = settings_or_die()
     sessions = make_session_factory(make_engine(s.effective_database_url))
     secret = s.secrets_key.get_secret_value() if s.secrets_key else None
-    intake = Intake(sessions, load_cipher(secret, s.data_dir), s.secret_field_names, Enqueuer(make_celery(s)),
-                    s.job_deadline_seconds)
+    intake = Intake(
+        sessions,
+        load_cipher(secret, s.data_dir),
+        s.secret_field_names,
+        Enqueuer(make_celery(s)),
+        s.job_deadline_seconds,
+    )
     try:
         jobs, _ = intake.submit(requests, batch=len(requests) > 1)
     except IntakeError as exc:
-        die("; ".join(f"{f.field}: {f.reason}" for f in exc.fields) or exc.message)
+        die(
+            "; ".join(
+                _where(raw, f.field) + f"{f.field.split('.', 2)[-1] if f.field.startswith('jobs.') else f.field}"
+                f": {f.reason}"
+                for f in exc.fields
+            )
+            or exc.message
+        )
     for job in jobs:
         typer.echo(job.id)
     if wait:
         _wait(sessions, [j.id for j in jobs], timeout)
 
 
+def _where(raw: list[tuple[str, dict[str, Any]]], field: str) -> str:
+    """Map intake's batch path `jobs.<i>.…` back to the file line it came from."""
+    parts = field.split(".")
+    if len(parts) > 2 and parts[0] == "jobs" and parts[1].isdigit() and int(parts[1]) < len(raw):
+        where = raw[int(parts[1])][0]
+        return f"{where}: " if where else ""
+    return f"{raw[0][0]}: " if len(raw) == 1 and raw[0][0] else ""
+
+
 def _wait(sessions: Any, ids: list[str], timeout: float) -> None:
+    from rich.console import Console
     from rich.progress import Progress
     from sqlalchemy import func, select
 
     from models.tables import Job
 
     deadline = time.monotonic() + timeout
-    with Progress(transient=True) as progress:
+    # Progress on stderr: stdout stays one job id per line, then the summary.
+    with Progress(transient=True, console=Console(stderr=True)) as progress:
         bar = progress.add_task("waiting", total=len(ids))
         while True:
             with sessions() as session:
-                counts = dict(session.execute(select(Job.status, func.count()).where(Job.id.in_(ids))
-                                              .group_by(Job.status)).all())
+                counts = dict(
+                    session.execute(select(Job.status, func.count()).where(Job.id.in_(ids)).group_by(Job.status)).all()
+                )
             done = sum(counts.get(t, 0) for t in TERMINAL)
             progress.update(bar, completed=done)
             if done == len(ids) or time.monotonic() > deadline:

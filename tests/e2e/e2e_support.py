@@ -129,7 +129,7 @@ def live_stack(tmp: Path, db_url: str, redis_url: str, *, concurrency: int = 2,
             stack.add("api", "api", "--port", str(port))
             stack.add("worker", "worker", "--concurrency", str(concurrency))
             api_url = f"http://127.0.0.1:{port}"
-            if not wait_http(f"{api_url}/healthz", 30):
+            if not wait_http(f"{api_url}/healthz", 90):
                 raise AssertionError(f"api did not start\n{read_logs(log_dir)}")
             live = LiveStack(env, tmp, db_url, api_url, key, sim, stack, log_dir)
             try:

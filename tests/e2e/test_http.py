@@ -77,7 +77,7 @@ def _secret_hits_in_redis(redis_url: str, needle: str) -> list[str]:
     return hits
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(480)
 def test_http_api_end_to_end(tmp_path: Path, db_url: str, redis_url: str) -> None:
     with live_stack(tmp_path, db_url, redis_url, concurrency=2) as live, live.client() as client:
         # --- probes ---------------------------------------------------------------------------
@@ -87,7 +87,8 @@ def test_http_api_end_to_end(tmp_path: Path, db_url: str, redis_url: str) -> Non
         assert httpx.get(f"{live.api_url}/v1/jobs", timeout=10).status_code == 401
 
         # --- one job, all the way ---------------------------------------------------------------
-        job = _create(client, f"e2e ocean {uuid.uuid4().hex}")
+        first_prompt = f"e2e ocean {uuid.uuid4().hex}"
+        job = _create(client, first_prompt)
         assert job["status"] in ("queued", "submitting", "running", "storing", "succeeded"), job
         assert job["version"] == VERSION.split(":", 1)[1] or job["version"] == VERSION, job
         done = live.wait_job(client, job["id"], timeout=60)
@@ -149,7 +150,9 @@ def test_http_api_end_to_end(tmp_path: Path, db_url: str, redis_url: str) -> Non
     logs = {p.name: p.read_text(errors="replace") for p in (tmp_path / "logs").glob("*.log")}
     assert set(logs) >= {"api.log", "worker.log"}, logs.keys()
     assert "Traceback" not in logs["api.log"], logs["api.log"][-4000:]
+    assert job["id"] in logs["worker.log"]  # the scan below reads real logs
     for name, body in logs.items():
         assert FAKE_API_KEY not in body, f"{name} contains the job's api_key"
+    assert _secret_hits_in_database(db_url, first_prompt), "the database scan finds nothing at all"
     assert _secret_hits_in_database(db_url, FAKE_API_KEY) == []
     assert _secret_hits_in_redis(redis_url, FAKE_API_KEY) == []
