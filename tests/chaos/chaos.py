@@ -1,0 +1,503 @@
+"""Durability ("chaos") run: real worker/beat/simulator processes, mixed API faults, SIGKILLed
+workers and an emptied Redis; then every job is checked against the simulator's own record.
+
+Runnable (prints a report, exits 1 on any violation)::
+
+    .venv/bin/python tests/chaos/chaos.py --jobs 1000 --workers 3 --kills 2 --flushes 2
+
+Importable: ``run(ChaosConfig(...)) -> Report`` (tests/chaos/test_chaos.py).
+
+What is checked for EVERY job (each failure is one line in ``Report.violations``):
+  * it is terminal; nothing is left queued/submitting/running/storing;
+  * it has a prediction on the simulator, whose input fingerprint is the job's own input;
+  * ``succeeded`` <=> the simulator's prediction succeeded; ``failed`` (prediction_failed) <=> the
+    simulator's prediction failed, with the same error text; no other outcome is acceptable;
+  * predict_time / total_time / prediction_status equal the simulator's;
+  * outputs: same count and sha256 as the simulator's files, and the stored bytes hash to it;
+  * the simulator saw exactly one create for the job's input (``duplicates == 1``) and holds no
+    prediction that no job owns (an orphan = a create whose answer was lost and never adopted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # `python tests/chaos/chaos.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import redis  # noqa: E402
+from sqlalchemy import create_engine, func, select, text  # noqa: E402
+
+from cli.stack import Child, Stack, free_port, genqueue_argv, wait_http  # noqa: E402
+from core.crypto import load_cipher  # noqa: E402
+from core.settings import load_settings  # noqa: E402
+from intake import Intake, JobRequest  # noqa: E402
+from models.db import make_engine, make_session_factory  # noqa: E402
+from models.migrate import upgrade  # noqa: E402
+from models.tables import Job  # noqa: E402
+from simulator.store import fingerprint  # noqa: E402
+from worker.celery_app import make_celery  # noqa: E402
+from worker.enqueue import Enqueuer  # noqa: E402
+
+VERSION = "jigsawstack/image-generation:43d5bce2e1c97fa1e7d8996187a85cd5c882787989091af3b135c7a16ca23b79"
+FAKE_API_KEY = "sk_test_fake_not_a_real_key"
+TERMINAL = ("succeeded", "failed", "canceled")
+PG_ADMIN_URL = os.environ.get("GENQUEUE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE = os.environ.get("GENQUEUE_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+@dataclass
+class ChaosConfig:
+    jobs: int = 120
+    workers: int = 2
+    concurrency: int = 4
+    db: str = "postgresql"  # or "sqlite"
+    redis_db: int = 3  # a DB index of this run's own: flushed before, during (injection) and after
+    waves: int = 4  # jobs are submitted in this many batches...
+    wave_interval: float = 2.0  # ...this many seconds apart, so injections hit every stage
+    # simulator
+    predict_seconds: float = 0.5
+    start_delay: float = 0.2
+    jitter: float = 0.3
+    fail_rate: float = 0.05
+    fault_429: float = 0.10
+    fault_5xx: float = 0.05
+    fault_drop: float = 0.02
+    fault_first_download: float = 0.05
+    fault_lost_create: float = 0.0
+    seed: int | None = None
+    # injections, spread evenly over the run's progress (fraction of terminal jobs)
+    kills: int = 1  # SIGKILL a worker's whole process group, then restart it (a supervisor's job)
+    flushes: int = 1  # FLUSHDB the Redis DB index (Redis restarted with nothing persisted)
+    restart_delay: float = 1.0
+    # genqueue
+    sweep_interval: float = 2.0
+    stuck_after: float = 6.0
+    timeout: float = 600.0  # for all jobs to become terminal
+    workdir: Path | None = None  # logs, outputs, SQLite file; default: a fresh temp dir
+    keep_db: bool = False
+    env_extra: dict[str, str] = field(default_factory=dict)
+
+    def sim_knobs(self) -> dict[str, Any]:
+        knobs: dict[str, Any] = dict(
+            start_delay=self.start_delay, predict_seconds=self.predict_seconds, jitter=self.jitter,
+            fail_rate=self.fail_rate, fault_429=self.fault_429, fault_5xx=self.fault_5xx,
+            fault_drop=self.fault_drop, fault_first_download=self.fault_first_download,
+            fault_lost_create=self.fault_lost_create, output_mode="url", retention_seconds=3600.0,
+        )
+        if self.seed is not None:
+            knobs["seed"] = self.seed
+        return knobs
+
+
+@dataclass
+class Report:
+    config: dict[str, Any]
+    jobs: int = 0
+    drain_seconds: float | None = None
+    statuses: dict[str, int] = field(default_factory=dict)
+    error_codes: dict[str, int] = field(default_factory=dict)
+    injections: list[str] = field(default_factory=list)
+    sim_predictions: int = 0
+    sim_stats: dict[str, Any] = field(default_factory=dict)
+    sweeper_requeued: dict[str, int] = field(default_factory=dict)
+    adopted_lost_creates: int = 0
+    recreated_after_lookup: int = 0
+    attempts: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    violations: list[str] = field(default_factory=list)
+    workdir: str = ""
+    stuck: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def summary(self) -> str:
+        s = self.sim_stats
+        lines = [
+            f"chaos: {self.jobs} jobs, workers={self.config['workers']}x{self.config['concurrency']} "
+            f"db={self.config['db']} redis_db={self.config['redis_db']}",
+            f"  drain time        {self.drain_seconds:.1f}s" if self.drain_seconds is not None
+            else "  drain time        NOT DRAINED (timeout)",
+            f"  statuses          {dict(sorted(self.statuses.items()))}",
+            f"  error codes       {dict(sorted(self.error_codes.items()))}",
+            f"  injected          {', '.join(self.injections) or 'nothing'}",
+            f"  simulator         predictions={self.sim_predictions} creates={s.get('creates')} "
+            f"creates_lost={s.get('creates_lost')} 429s={s.get('throttled_429')} "
+            f"(fault={s.get('throttled_fault')}, rate={s.get('throttled_rate_limit')}) "
+            f"dropped={s.get('dropped_connections')} faults={s.get('faults_injected')}",
+            f"  sweeper re-enqueued {self.sweeper_requeued or 0}",
+            f"  lost creates adopted={self.adopted_lost_creates} re-created after empty lookup="
+            f"{self.recreated_after_lookup}",
+            f"  create attempts per job {dict(sorted(self.attempts.items()))}",
+            f"  duplicate predictions {self.duplicates}",
+            f"  logs              {self.workdir}/logs",
+            f"  VIOLATIONS        {len(self.violations)}",
+        ]
+        lines += [f"    - {v}" for v in self.violations[:50]]
+        if len(self.violations) > 50:
+            lines.append(f"    ... and {len(self.violations) - 50} more")
+        return "\n".join(lines)
+
+
+# --- set-up helpers -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _database(cfg: ChaosConfig, workdir: Path) -> Any:
+    if cfg.db == "sqlite":
+        yield f"sqlite:///{workdir}/genqueue.db"
+        return
+    name = f"gq_chaos_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        if not cfg.keep_db:
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _start_simulator(cfg: ChaosConfig, workdir: Path, env: dict[str, str]) -> tuple[Child, str]:
+    """The simulator as a process of its own (it outlives every worker kill)."""
+    port = free_port()
+    args = ["simulator", "--port", str(port)]
+    for key, value in cfg.sim_knobs().items():
+        args += ["--set", f"{key}={json.dumps(value)}"]
+    child = Child("simulator", genqueue_argv(*args), dict(env), workdir / "logs" / "simulator.log")
+    child.start()
+    url = f"http://127.0.0.1:{port}"
+    if not wait_http(f"{url}/_sim/stats", 30):
+        child.stop()
+        raise RuntimeError(f"simulator did not start; see {child.log}")
+    return child, url
+
+
+def _env(cfg: ChaosConfig, workdir: Path, db_url: str, redis_url: str, sim_url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        GENQUEUE_DATA_DIR=str(workdir / "data"), DATABASE_URL=db_url, REDIS_URL=redis_url,
+        STORAGE_URL=f"file://{workdir}/outputs", REPLICATE_BASE_URL=f"{sim_url}/v1",
+        REPLICATE_API_TOKEN="r8_sim_fake_token", OUTPUT_ALLOWED_HOSTS="127.0.0.1", OUTPUT_ALLOW_PRIVATE="true",
+        GENQUEUE_POLL_INITIAL_DELAY="0.3", GENQUEUE_POLL_MAX_DELAY="2", GENQUEUE_LOG_LEVEL="INFO",
+        GENQUEUE_EMBEDDED_REDIS="false", GENQUEUE_SWEEP_INTERVAL=str(cfg.sweep_interval),
+        GENQUEUE_STUCK_AFTER=str(cfg.stuck_after),
+    )
+    env.update(cfg.env_extra)
+    return env
+
+
+def _request(run_tag: str, i: int) -> JobRequest:
+    inp = {"prompt": f"chaos {run_tag} job {i}: ocean waves at dawn", "aspect_ratio": "16:9",
+           "output_format": "png", "steps": 4, "api_key": FAKE_API_KEY}
+    return JobRequest(version=VERSION, input=inp)
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+class _Injector:
+    """Fires the planned injections when the run's progress passes their thresholds."""
+
+    def __init__(self, cfg: ChaosConfig, workers: list[Child], rclient: redis.Redis, report: Report) -> None:
+        plan: list[str] = []
+        kills, flushes = cfg.kills, cfg.flushes
+        while kills or flushes:  # interleave: kill, flush, kill, flush, ...
+            if kills:
+                plan.append("kill")
+                kills -= 1
+            if flushes:
+                plan.append("flush")
+                flushes -= 1
+        n = len(plan)
+        # thresholds between 10% and 60% of jobs terminal
+        self.plan = [(0.10 + 0.50 * i / max(1, n - 1) if n > 1 else 0.3, what) for i, what in enumerate(plan)]
+        self.workers = workers
+        self.redis = rclient
+        self.report = report
+        self.restart_delay = cfg.restart_delay
+        self.kill_count = 0
+        self.pending_restart: list[tuple[float, Child]] = []
+
+    def tick(self, done_fraction: float, elapsed: float) -> None:
+        now = time.monotonic()
+        for due, child in list(self.pending_restart):
+            if now >= due:
+                child.start()
+                self.pending_restart.remove((due, child))
+                self.report.injections.append(f"t={elapsed:.1f}s restart {child.name}")
+        while self.plan and done_fraction >= self.plan[0][0]:
+            _, what = self.plan.pop(0)
+            if what == "kill":
+                child = self.workers[self.kill_count % len(self.workers)]
+                self.kill_count += 1
+                pid = child.proc.pid if child.proc else None
+                child.signal(signal.SIGKILL)
+                if child.proc is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        child.proc.wait(10)
+                # the pool children are in the same process group: wait until the group is gone
+                if pid is not None:
+                    for _ in range(100):
+                        try:
+                            os.killpg(pid, 0)
+                        except ProcessLookupError:
+                            break
+                        time.sleep(0.05)
+                child.restarts += 1
+                self.pending_restart.append((time.monotonic() + self.restart_delay, child))
+                self.report.injections.append(
+                    f"t={elapsed:.1f}s ({done_fraction:.0%} done) SIGKILL {child.name} process group")
+            else:
+                keys = self.redis.dbsize()
+                self.redis.flushdb()
+                self.report.injections.append(
+                    f"t={elapsed:.1f}s ({done_fraction:.0%} done) FLUSHDB ({keys} keys dropped)")
+
+    def finish(self, elapsed: float) -> None:
+        for _, child in self.pending_restart:
+            child.start()
+            self.report.injections.append(f"t={elapsed:.1f}s restart {child.name}")
+        self.pending_restart.clear()
+
+
+SWEEP_RE = re.compile(r"sweep re-enqueued (\d+) overdue jobs (\{.*\})")
+
+
+def _scan_logs(log_dir: Path, report: Report) -> None:
+    requeued: Counter[str] = Counter()
+    for log in sorted(log_dir.glob("worker-*.log")):
+        with log.open(errors="replace") as fh:
+            for line in fh:
+                m = SWEEP_RE.search(line)
+                if m:
+                    with contextlib.suppress(ValueError, SyntaxError):
+                        for k, v in json.loads(m.group(2).replace("'", '"')).items():
+                            requeued[k] += int(v)
+                elif "whose create answer was lost" in line:
+                    report.adopted_lost_creates += 1
+                elif "no prediction found for an unanswered create" in line:
+                    report.recreated_after_lookup += 1
+    report.sweeper_requeued = dict(requeued)
+
+
+def _stored_sha(uri: str) -> str | None:
+    path = Path(uri.removeprefix("file://"))
+    if not path.exists():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def verify(jobs: list[Job], records: dict[str, dict[str, Any]], inputs: dict[str, dict[str, Any]],
+           report: Report) -> None:
+    """Every job against the simulator's record; appends to report.violations."""
+    v = report.violations
+    owned: set[str] = set()
+    for job in jobs:
+        tag = f"job {job.id}"
+        if job.status not in TERMINAL:
+            v.append(f"{tag}: not terminal ({job.status})")
+            continue
+        if job.prediction_id is None:
+            v.append(f"{tag}: {job.status} without a prediction ({job.error_code}: {job.error_message})")
+            continue
+        owned.add(job.prediction_id)
+        rec = records.get(job.prediction_id)
+        if rec is None:
+            v.append(f"{tag}: prediction {job.prediction_id} unknown to the simulator")
+            continue
+        if rec["input_fingerprint"] != fingerprint(inputs[job.id]):
+            v.append(f"{tag}: prediction {rec['id']} was made for another input")
+        if rec["duplicates"] != 1:
+            v.append(f"{tag}: {rec['duplicates']} creates on the simulator for this input (duplicate predictions)")
+        if job.prediction_status != rec["status"]:
+            v.append(f"{tag}: prediction_status {job.prediction_status} != simulator {rec['status']}")
+        metrics = rec.get("metrics") or {}
+        if job.predict_time != metrics.get("predict_time") or job.total_time != metrics.get("total_time"):
+            v.append(f"{tag}: times ({job.predict_time}, {job.total_time}) != simulator "
+                     f"({metrics.get('predict_time')}, {metrics.get('total_time')})")
+        if rec["status"] == "succeeded":
+            if job.status != "succeeded":
+                v.append(f"{tag}: {job.status} ({job.error_code}: {job.error_message}) but the prediction succeeded")
+                continue
+            want = [f["sha256"] for f in rec["files"]]
+            got = [o.sha256 for o in job.outputs]
+            if got != want:
+                v.append(f"{tag}: output sha256 {got} != simulator {want}")
+            for out in job.outputs:
+                stored = _stored_sha(out.storage_uri)
+                if stored != out.sha256:
+                    v.append(f"{tag}: stored file {out.storage_uri} hashes to {stored}, not {out.sha256}")
+        elif rec["status"] == "failed":
+            if job.status != "failed" or job.error_code != "prediction_failed":
+                v.append(f"{tag}: {job.status}/{job.error_code} but the prediction failed")
+            elif job.error_message != rec["error"]:
+                v.append(f"{tag}: error {job.error_message!r} != simulator {rec['error']!r}")
+            if job.outputs:
+                v.append(f"{tag}: a failed prediction has stored outputs")
+        else:
+            v.append(f"{tag}: simulator prediction ended {rec['status']} (nothing should cancel or abort here)")
+    orphans = [pid for pid in records if pid not in owned]
+    for pid in orphans[:20]:
+        v.append(f"prediction {pid} on the simulator belongs to no job (duplicates={records[pid]['duplicates']})")
+    if len(orphans) > 20:
+        v.append(f"... {len(orphans) - 20} more orphan predictions")
+    # extra creates: predictions beyond one per distinct input
+    report.duplicates = len(records) - len({r["input_fingerprint"] for r in records.values()})
+
+
+def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
+    report = Report(config={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()})
+    workdir = cfg.workdir or Path(tempfile.mkdtemp(prefix="genqueue-chaos-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    report.workdir = str(workdir)
+    redis_url = f"{REDIS_BASE}/{cfg.redis_db}"
+    rclient = redis.Redis.from_url(redis_url)
+    rclient.flushdb()
+    run_tag = uuid.uuid4().hex[:8]
+    say = print if progress else (lambda *a, **k: None)
+    sim: Child | None = None
+    try:
+        with _database(cfg, workdir) as db_url:
+            sim, sim_url = _start_simulator(cfg, workdir, dict(os.environ))
+            env = _env(cfg, workdir, db_url, redis_url, sim_url)
+            saved = dict(os.environ)
+            os.environ.update(env)
+            try:
+                settings = load_settings(_env_file=None)
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+            engine = make_engine(settings.effective_database_url)
+            upgrade(engine)
+            sessions = make_session_factory(engine)
+            celery = make_celery(settings)
+            secret = settings.secrets_key.get_secret_value() if settings.secrets_key else None
+            intake = Intake(sessions, load_cipher(secret, settings.data_dir), settings.secret_field_names,
+                            Enqueuer(celery), settings.job_deadline_seconds)
+            with Stack(env, workdir / "logs") as stack:
+                workers = [stack.add(f"worker-{i}", "worker", "--concurrency", str(cfg.concurrency))
+                           for i in range(cfg.workers)]
+                stack.add("beat", "beat")
+                injector = _Injector(cfg, workers, rclient, report)
+                requests = [_request(run_tag, i) for i in range(cfg.jobs)]
+                full_inputs: dict[str, dict[str, Any]] = {}
+                ids: list[str] = []
+                waves = max(1, min(cfg.waves, cfg.jobs))
+                per_wave = -(-cfg.jobs // waves)
+                t0 = time.monotonic()
+                next_wave_at = t0
+                wave = 0
+                last_line = 0.0
+                counts: dict[str, int] = {}
+                deadline = t0 + cfg.timeout
+                while True:
+                    now = time.monotonic()
+                    if wave * per_wave < cfg.jobs and now >= next_wave_at:
+                        chunk = requests[wave * per_wave:(wave + 1) * per_wave]
+                        for start in range(0, len(chunk), 500):
+                            jobs, _ = intake.submit(chunk[start:start + 500], batch=True)
+                            for job, req in zip(jobs, chunk[start:start + 500], strict=True):
+                                ids.append(job.id)
+                                full_inputs[job.id] = dict(req.input)
+                        wave += 1
+                        next_wave_at = now + cfg.wave_interval
+                    with sessions() as s:
+                        counts = dict(s.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+                    done = sum(counts.get(t, 0) for t in TERMINAL)
+                    elapsed = now - t0
+                    injector.tick(done / cfg.jobs, elapsed)
+                    if progress and now - last_line >= 5:
+                        last_line = now
+                        say(f"[{elapsed:6.1f}s] {done}/{cfg.jobs} terminal {dict(sorted(counts.items()))}",
+                            flush=True)
+                    if done == cfg.jobs and len(ids) == cfg.jobs and not injector.pending_restart:
+                        report.drain_seconds = elapsed
+                        break
+                    if now > deadline:
+                        break
+                    time.sleep(0.25)
+                injector.finish(time.monotonic() - t0)
+                say(f"drained: {report.drain_seconds}; checking {len(ids)} jobs", flush=True)
+                with sessions() as s:
+                    rows = {j.id: j for j in s.scalars(select(Job).where(Job.id.in_(ids)))}
+                    jobs_list = [rows[i] for i in ids]
+                    for j in jobs_list:
+                        _ = j.outputs  # load while the session is open
+                records_json = httpx.get(f"{sim_url}/_sim/predictions", timeout=120).json()
+                records = {p["id"]: p for p in records_json["predictions"]}
+                report.sim_stats = httpx.get(f"{sim_url}/_sim/stats", timeout=60).json()
+                report.sim_stats.pop("gets_per_prediction", None)
+                celery.close()
+            engine.dispose()
+            report.jobs = len(jobs_list)
+            report.sim_predictions = len(records)
+            report.statuses = dict(Counter(j.status for j in jobs_list))
+            report.error_codes = dict(Counter(j.error_code for j in jobs_list if j.error_code))
+            report.attempts = {str(k): v for k, v in sorted(Counter(j.attempts for j in jobs_list).items())}
+            report.stuck = {j.id: f"{j.status} next_check_at={j.next_check_at} deliveries={j.deliveries}"
+                            for j in jobs_list if j.status not in TERMINAL}
+            if report.drain_seconds is None:
+                report.violations.append(f"not all jobs terminal after {cfg.timeout:.0f}s: {counts}")
+            verify(jobs_list, records, full_inputs, report)
+            _scan_logs(workdir / "logs", report)
+    finally:
+        if sim is not None:
+            sim.stop()
+        rclient.flushdb()
+        rclient.close()
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    d = ChaosConfig()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=d.jobs)
+    ap.add_argument("--workers", type=int, default=d.workers)
+    ap.add_argument("--concurrency", type=int, default=d.concurrency)
+    ap.add_argument("--db", choices=["postgresql", "sqlite"], default=d.db)
+    ap.add_argument("--redis-db", type=int, default=d.redis_db)
+    ap.add_argument("--waves", type=int, default=d.waves)
+    ap.add_argument("--wave-interval", type=float, default=d.wave_interval)
+    for knob in ("predict_seconds", "start_delay", "jitter", "fail_rate", "fault_429", "fault_5xx", "fault_drop",
+                 "fault_first_download", "fault_lost_create"):
+        ap.add_argument("--" + knob.replace("_", "-"), type=float, default=getattr(d, knob))
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--kills", type=int, default=d.kills)
+    ap.add_argument("--flushes", type=int, default=d.flushes)
+    ap.add_argument("--timeout", type=float, default=d.timeout)
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--keep-db", action="store_true")
+    ap.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    ns = ap.parse_args(argv)
+    cfg = ChaosConfig(**{k: v for k, v in vars(ns).items() if k != "json"})
+    report = run(cfg, progress=True)
+    print(report.summary(), flush=True)
+    if ns.json:
+        ns.json.write_text(json.dumps(asdict(report) | {"ok": report.ok}, indent=2, default=str))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
