@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -84,6 +85,8 @@ def run_demo(*, jobs: int, concurrency: int, predict_seconds: float) -> int:
                 stack.add("worker", "worker", "--concurrency", str(concurrency))
                 stack.add("beat", "beat")
                 celery = make_celery(settings)
+                # Submit once a worker answers, so queue_time measures the queue, not the worker's boot.
+                _wait_for_worker(celery, console)
                 secret = settings.secrets_key.get_secret_value() if settings.secrets_key else None
                 intake = Intake(sessions, load_cipher(secret, settings.data_dir), settings.secret_field_names,
                                 Enqueuer(celery), settings.job_deadline_seconds)
@@ -108,6 +111,15 @@ def run_demo(*, jobs: int, concurrency: int, predict_seconds: float) -> int:
             redis_proc.terminate()
             redis_proc.wait(10)
     return 0 if ok else 1
+
+
+def _wait_for_worker(celery: Any, console: Console, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    with console.status("starting the worker"):
+        while time.monotonic() < deadline:
+            if celery.control.ping(timeout=1.0):
+                return
+    console.print("[yellow]no worker answered yet; submitting anyway[/]")
 
 
 def _watch(console: Console, sessions: object, ids: list[str], timeout: float) -> bool:
