@@ -86,4 +86,8 @@ def register(app: Celery) -> None:
 
     @app.task(name=enqueue.SWEEP)
     def sweep_task() -> int:
-        return sweep(runtime.get()).total
+        try:
+            return sweep(runtime.get()).total
+        except (OperationalError, InterfaceError) as exc:
+            log.warning("sweep skipped: database unavailable (%s)", type(exc).__name__)
+            return 0

@@ -71,8 +71,19 @@ class Pipeline:
             if done == len(ids):
                 return self.jobs(ids)
             time.sleep(0.2)
-        got = {j.id: j.status for j in self.jobs(ids)}
-        raise AssertionError(f"jobs not {statuses} after {timeout}s: {got}; logs in {self.stack.log_dir}")
+        pending = [j for j in self.jobs(ids) if j.status not in statuses]
+        try:
+            records = self.sim_records()
+        except httpx.HTTPError:
+            records = {}
+        detail = [
+            {"id": j.id, "status": j.status, "prediction": j.prediction_id, "prediction_status": j.prediction_status,
+             "sim_status": records.get(j.prediction_id or "", {}).get("status"), "next_check_at": str(j.next_check_at),
+             "deliveries": j.deliveries, "polls": j.polls, "attempts": j.attempts}
+            for j in pending[:10]
+        ]
+        raise AssertionError(f"{len(pending)}/{len(ids)} jobs not {statuses} after {timeout}s: {detail}; "
+                             f"logs in {self.stack.log_dir}")
 
 
 @contextmanager

@@ -88,6 +88,7 @@ def poll(ctx: WorkerContext, job_id: str) -> Next:
                 ctx.durations.observe(job.model, duration(p))
             return apply_terminal(session, job, JobStatus.RUNNING, p, now)
         delay = next_delay(ctx, job, p)
+        log.debug("job=%s prediction=%s %s; next poll in %.2fs", job.id, p.id, p.status, delay)
         touch(session, job.id, JobStatus.RUNNING, **prediction_fields(p), polls=job.polls + 1, deliveries=0,
               next_check_at=now + timedelta(seconds=delay))
     return Next("poll", delay)

@@ -1,0 +1,99 @@
+"""genqueue's performance benchmark: starts the real stack per workload and measures it.
+
+    .venv/bin/python benchmarks/run.py --workload 1|2|3|4|all [--scale 0.1] [--db postgresql|sqlite]
+        [--workers 1] [--concurrency 4] [--pool prefork|threads] [--api-workers 1]
+        [--env GENQUEUE_POLL_INITIAL_DELAY=0.5 ...] [--write] [--keep-logs]
+
+Workloads: 1 = 2,000 jobs of 1 s predictions, rate limits raised; 2 = 10,000 predictions of 60 s in
+flight; 3 = submitting 20,000 jobs via /v1/jobs/batch and 2,000 via /v1/jobs from 16 clients;
+4 = the baseline (official replicate client, ThreadPoolExecutor(32)) on workload 1. `--scale`
+multiplies the job counts. Prints one JSON report per workload; `--write` merges them into
+benchmarks/results.json and rewrites BENCHMARKS.md from everything stored there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import report
+from benchmarks.harness import Options
+from benchmarks.workloads import WORKLOADS
+
+ORDER = ("1", "4", "2", "3")
+
+
+def parse_env(items: list[str]) -> dict[str, str]:
+    env = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--env expects KEY=VALUE, got {item!r}")
+        env[key.strip()] = value
+    return env
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workload", default="all", help="1, 2, 3, 4, all, or a comma list like 1,4")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply job counts (0.1 for a quick run)")
+    ap.add_argument("--db", choices=["postgresql", "sqlite"], default="postgresql")
+    ap.add_argument("--workers", type=int, default=1, help="genqueue worker processes (each with --concurrency)")
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--pool", choices=["prefork", "threads", "solo"], default="prefork")
+    ap.add_argument("--api-workers", type=int, default=1, help="uvicorn worker processes of `genqueue api`")
+    ap.add_argument("--baseline-threads", type=int, default=32)
+    ap.add_argument("--redis-db", type=int, default=4, help="Redis DB index to use (flushed!)")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="genqueue setting for its processes (repeatable), e.g. GENQUEUE_CREATE_WAIT=5")
+    ap.add_argument("--submit-with-workers", action="store_true",
+                    help="workload 3: run worker and beat while submitting (default: API only)")
+    ap.add_argument("--write", action="store_true", help="store results and rewrite BENCHMARKS.md")
+    ap.add_argument("--keep-logs", action="store_true", help="keep each workload's temp dir and process logs")
+    args = ap.parse_args()
+
+    wanted = ORDER if args.workload == "all" else tuple(w.strip() for w in args.workload.split(","))
+    for w in wanted:
+        if w not in WORKLOADS:
+            raise SystemExit(f"unknown workload {w!r}")
+    opts = Options(scale=args.scale, db=args.db, workers=args.workers, concurrency=args.concurrency,
+                   pool=args.pool, api_workers=args.api_workers, redis_db=args.redis_db, env=parse_env(args.env),
+                   keep_logs=args.keep_logs, submit_with_workers=args.submit_with_workers,
+                   baseline_threads=args.baseline_threads)
+    command = ".venv/bin/python benchmarks/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    mach = report.machine()
+    reports = []
+    failed: list[str] = []
+    for w in [w for w in ORDER if w in wanted]:
+        t = time.monotonic()
+        load0 = [round(x, 2) for x in os.getloadavg()]
+        try:
+            rep = WORKLOADS[w](opts)
+        except Exception:
+            traceback.print_exc()
+            failed.append(w)
+            continue
+        rep["wall_seconds"] = round(time.monotonic() - t, 1)
+        rep["loadavg_before_after"] = [load0, [round(x, 2) for x in os.getloadavg()]]
+        print(json.dumps(rep, indent=2, default=str), flush=True)
+        reports.append(rep)
+    if args.write:
+        store = report.load_results()
+        report.save_results(store, reports, command, mach)
+        report.write_markdown(store)
+        print(f"wrote {report.MARKDOWN} and {report.RESULTS}", file=sys.stderr)
+    if failed:
+        print(f"workloads failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
