@@ -43,7 +43,11 @@ class Options:
     concurrency: int = 4
     pool: str = "prefork"
     api_workers: int = 1
-    redis_db: int = 4
+    # Default: a private redis-server on a free loopback port (see PrivateRedis). The shared server's DB
+    # indexes are all taken by tests (chaos 1-3, outages 4, pipeline 6/7, conftest 8-15, pipeline_check 5),
+    # and a foreign Celery worker on our index silently eats our queue.
+    redis_base: str = "redis://127.0.0.1:6379"
+    redis_db: int = 0
     env: dict[str, str] = field(default_factory=dict)
     keep_logs: bool = False
     submit_with_workers: bool = False
@@ -66,7 +70,7 @@ class Harness:
         self.tmp = Path(tempfile.mkdtemp(prefix=f"gq-bench-{name}-"))
         self.logs = self.tmp / "logs"
         self.db_name = f"gq_bench_{name}_{uuid.uuid4().hex[:6]}"
-        self.redis_url = f"redis://127.0.0.1:6379/{opts.redis_db}"
+        self.redis_url = f"{opts.redis_base}/{opts.redis_db}"
         self.db_url = ""
         self.engine: Engine | None = None
         self.sim_url = ""
@@ -88,7 +92,14 @@ class Harness:
             self.db_url = PG_ADMIN.rsplit("/", 1)[0] + "/" + self.db_name
         else:
             self.db_url = f"sqlite:///{self.tmp}/genqueue.db"
-        redis.Redis.from_url(self.redis_url).flushdb()
+        r = redis.Redis.from_url(self.redis_url)
+        me = r.client_id()
+        others = [c for c in r.client_list() if int(c.get("db", -1)) == self.opts.redis_db and int(c["id"]) != me]
+        if others:  # someone else's Celery workers on this index would eat our queue (and be flushed)
+            raise RuntimeError(f"Redis DB {self.opts.redis_db} is in use by {len(others)} other client(s); "
+                               "pick a free index with --redis-db")
+        r.flushdb()
+        r.close()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -238,6 +249,34 @@ class Harness:
             for pid, sha in c.execute(sql):
                 out.setdefault(pid, []).append(sha)
         return out
+
+
+class PrivateRedis:
+    """A throw-away redis-server (no persistence) on a free loopback port, for the whole run."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(log_dir), "--logfile", str(log_dir / "redis.log")], start_new_session=True)
+        self.url = f"redis://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                redis.Redis.from_url(self.url).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("private redis-server did not start") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 def as_epoch(dt: datetime | str | None) -> float | None:

@@ -17,15 +17,18 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import report
-from benchmarks.harness import Options
+from benchmarks.harness import Options, PrivateRedis
 from benchmarks.workloads import WORKLOADS
 
 ORDER = ("1", "4", "2", "3")
@@ -51,7 +54,9 @@ def main() -> int:
     ap.add_argument("--pool", choices=["prefork", "threads", "solo"], default="prefork")
     ap.add_argument("--api-workers", type=int, default=1, help="uvicorn worker processes of `genqueue api`")
     ap.add_argument("--baseline-threads", type=int, default=32)
-    ap.add_argument("--redis-db", type=int, default=4, help="Redis DB index to use (flushed!)")
+    ap.add_argument("--redis-db", type=int, default=None,
+                    help="use this DB index of the shared Redis at 127.0.0.1:6379 (flushed; refused if another "
+                         "client is on it) instead of a private redis-server (the default)")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="genqueue setting for its processes (repeatable), e.g. GENQUEUE_CREATE_WAIT=5")
     ap.add_argument("--submit-with-workers", action="store_true",
@@ -65,12 +70,36 @@ def main() -> int:
         if w not in WORKLOADS:
             raise SystemExit(f"unknown workload {w!r}")
     opts = Options(scale=args.scale, db=args.db, workers=args.workers, concurrency=args.concurrency,
-                   pool=args.pool, api_workers=args.api_workers, redis_db=args.redis_db, env=parse_env(args.env),
+                   pool=args.pool, api_workers=args.api_workers, env=parse_env(args.env),
                    keep_logs=args.keep_logs, submit_with_workers=args.submit_with_workers,
                    baseline_threads=args.baseline_threads)
+    private = None
+    if args.redis_db is None:
+        redis_dir = Path(tempfile.mkdtemp(prefix="gq-bench-redis-"))
+        private = PrivateRedis(redis_dir)
+        opts.redis_base = private.url
+    else:
+        opts.redis_db = args.redis_db
     command = ".venv/bin/python benchmarks/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     mach = report.machine()
-    reports = []
+    try:
+        reports, failed = run_all(opts, wanted)
+    finally:
+        if private is not None:
+            private.stop()
+            shutil.rmtree(redis_dir, ignore_errors=True)
+    if args.write and reports:
+        store = report.load_results()
+        report.save_results(store, reports, command, mach)
+        report.write_markdown(store)
+        print(f"wrote {report.MARKDOWN} and {report.RESULTS}", file=sys.stderr)
+    if failed:
+        print(f"workloads failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_all(opts: Options, wanted: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[str]]:
+    reports: list[dict[str, Any]] = []
     failed: list[str] = []
     for w in [w for w in ORDER if w in wanted]:
         t = time.monotonic()
@@ -85,14 +114,7 @@ def main() -> int:
         rep["loadavg_before_after"] = [load0, [round(x, 2) for x in os.getloadavg()]]
         print(json.dumps(rep, indent=2, default=str), flush=True)
         reports.append(rep)
-    if args.write:
-        store = report.load_results()
-        report.save_results(store, reports, command, mach)
-        report.write_markdown(store)
-        print(f"wrote {report.MARKDOWN} and {report.RESULTS}", file=sys.stderr)
-    if failed:
-        print(f"workloads failed: {', '.join(failed)}", file=sys.stderr)
-    return 1 if failed else 0
+    return reports, failed
 
 
 if __name__ == "__main__":

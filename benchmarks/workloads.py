@@ -54,8 +54,8 @@ class Others:
 
     def cpu(self) -> dict[str, float]:
         stats = procs.all_stats()
-        sim = [c.proc.pid for c in self.h.sim_stack.children.values()] if self.h.sim_stack else []
-        return {"simulator": procs.tree_cpu_seconds(sim, stats),  # type: ignore[misc]
+        sim = [c.proc.pid for c in self.h.sim_stack.children.values() if c.proc] if self.h.sim_stack else []
+        return {"simulator": procs.tree_cpu_seconds(sim, stats),
                 "redis": procs.tree_cpu_seconds(self.redis_pid, stats),
                 "postgres_server": procs.tree_cpu_seconds(procs.roots_by_comm("postgres", stats), stats)}
 
@@ -166,10 +166,10 @@ def workload2(opts: Options) -> dict[str, Any]:
         _log(f"w2: submitting {n} jobs of {W2_PREDICT:g} s")
         lat = h.submit_batches(n)
         submitted_in = time.time() - t0
-        peak = {"running": 0, "all_created_after": None}
+        peak: dict[str, float | None] = {"running": 0, "all_created_after": None}
 
         def tick(counts: dict[str, int]) -> None:
-            peak["running"] = max(peak["running"], counts.get("running", 0))
+            peak["running"] = max(peak["running"] or 0, counts.get("running", 0))
             created = counts.get("running", 0) + counts.get("storing", 0) + sum(counts.get(s, 0) for s in TERMINAL)
             if peak["all_created_after"] is None and created >= n:
                 peak["all_created_after"] = round(time.time() - t0, 2)
