@@ -9,6 +9,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
+from intake.errors import FieldError
 
 
 class BodySizeLimit:
@@ -24,8 +25,12 @@ class BodySizeLimit:
         if declared is not None:
             try:
                 length = int(declared)
+                if length < 0:
+                    raise ValueError(declared)
             except ValueError:
-                await error_response(400, "bad_request", "invalid Content-Length header")(scope, receive, send)
+                await error_response(400, "bad_request", "invalid Content-Length header",
+                                     [FieldError("Content-Length", "must be a non-negative integer")])(
+                    scope, receive, send)
                 return
             if length > self.max_bytes:
                 await self._too_large(scope, receive, send)

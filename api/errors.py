@@ -136,6 +136,10 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _STATUS_CODES.get(exc.status_code, "error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    if exc.status_code == 400 and message == "There was an error parsing the body":
+        # FastAPI's own parse failure (too deeply nested JSON, bytes that are not UTF-8): say which.
+        return error_response(400, "invalid_json", "the request body could not be parsed",
+                              [FieldError("body", "must be UTF-8 JSON nested at most a few hundred levels")])
     return error_response(exc.status_code, code, message, headers=exc.headers)
 
 

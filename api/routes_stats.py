@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -24,6 +24,15 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
     if value is not None and value.tzinfo is None:
         raise ApiError(422, "validation_error", "timestamps need a timezone",
                        [FieldError(name, "must include a UTC offset, e.g. 2025-01-01T00:00:00Z")])
+    if value is not None:
+        # Far-off dates overflow date arithmetic and make absurd series: keep them in a sane range.
+        try:
+            value = value.astimezone(UTC)
+        except (OverflowError, ValueError):
+            value = None
+        if value is None or not 1970 <= value.year <= 2200:
+            raise ApiError(422, "validation_error", f"{name} out of range",
+                           [FieldError(name, "must be between 1970 and 2200")])
     return value
 
 
@@ -46,7 +55,7 @@ def get_stats(
     try:
         f = filters_for(window=window, since=_aware(since, "since"), until=_aware(until, "until"), model=model,
                         api_key_id=api_key_id, now=now)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ApiError(422, "validation_error", "invalid window",
                        [FieldError("window", "must look like 15m, 1h, 7d or all")]) from None
     if f.since and f.until and f.since >= f.until:

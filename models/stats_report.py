@@ -22,6 +22,7 @@ from models.tables import ApiKey, Job
 _WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 DEFAULT_WINDOW = "1h"
+MAX_WINDOW_SECONDS = 3650 * 86400
 
 
 def parse_window(text: str) -> timedelta | None:
@@ -29,8 +30,8 @@ def parse_window(text: str) -> timedelta | None:
     if text.strip().lower() == "all":
         return None
     m = _WINDOW.match(text.lower())
-    if not m or float(m.group(1)) <= 0:
-        raise ValueError(f"window must look like 15m, 1h, 7d or 'all', got {text!r}")
+    if not m or float(m.group(1)) <= 0 or float(m.group(1)) * _UNITS[m.group(2)] > MAX_WINDOW_SECONDS:
+        raise ValueError(f"window must look like 15m, 1h, 7d or 'all' (at most 10 years), got {text!r}")
     return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
 
 

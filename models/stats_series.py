@@ -6,6 +6,7 @@ extract(epoch); SQLite: strftime('%s')). Empty buckets are filled with zeros her
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +27,8 @@ def bucket_seconds(since: datetime, until: datetime) -> int:
     for step in STEPS:
         if span / step <= MAX_BUCKETS:
             return step
-    return STEPS[-1]
+    # Longer than the largest step covers: widen the buckets so there are never more than MAX_BUCKETS.
+    return max(STEPS[-1], math.ceil(span / MAX_BUCKETS))
 
 
 def bucket_expr(session: Session, column: Any, step: int) -> Any:

@@ -17,6 +17,7 @@ import base64
 import binascii
 import ipaddress
 import socket
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -69,7 +70,7 @@ class OutputSource:
 
 
 def sniff_content_type(first: bytes) -> str | None:
-    """Recognise PNG, JPEG, GIF, WEBP and SVG from the first bytes; None otherwise."""
+    """Recognise PNG, JPEG, GIF, WEBP, AVIF and SVG from the first bytes; None otherwise."""
     if first.startswith(b"\x89PNG\r\n\x1a\n") or first.startswith(b"\x89PNG"):
         return "image/png"
     if first.startswith(b"\xff\xd8\xff"):
@@ -78,6 +79,8 @@ def sniff_content_type(first: bytes) -> str | None:
         return "image/gif"
     if len(first) >= 12 and first[:4] == b"RIFF" and first[8:12] == b"WEBP":
         return "image/webp"
+    if len(first) >= 12 and first[4:8] == b"ftyp" and first[8:12] in (b"avif", b"avis"):
+        return "image/avif"
     head = first.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if head.startswith(b"<svg") or (head.startswith((b"<?xml", b"<!doctype svg")) and b"<svg" in head):
         return "image/svg+xml"
@@ -89,8 +92,10 @@ def _choose_type(declared: str, first: bytes) -> str:
     sniffed = sniff_content_type(first)
     if media in _OCTET:
         return sniffed or "application/octet-stream"
-    if media.startswith("image/") and sniffed and sniffed != media:
-        return sniffed
+    if media.startswith("image/") and sniffed != media:
+        # The bytes decide: an "image" whose bytes are no image we know is stored as opaque bytes,
+        # never served back under a type a browser would render.
+        return sniffed or "application/octet-stream"
     return media
 
 
@@ -224,35 +229,44 @@ def _open_http(
     raise OutputRefused("output_fetch_failed", f"more than {MAX_REDIRECTS} redirects")
 
 
+def _check_deadline(deadline: float, url: httpx.URL) -> None:
+    # httpx's timeout is per read: a host dripping bytes could hold a worker slot indefinitely.
+    if time.monotonic() > deadline:
+        raise OutputTransient("output_transient", f"download of {_safe(url)} exceeded its time limit")
+
+
 def _counted(
-    response: httpx.Response, url: httpx.URL, head: bytes, rest: Iterator[bytes], max_bytes: int
+    response: httpx.Response, url: httpx.URL, head: bytes, rest: Iterator[bytes], max_bytes: int, deadline: float
 ) -> Iterator[bytes]:
     total = len(head)
-    if head:
-        yield head
+    for i in range(0, len(head), CHUNK_SIZE):
+        yield head[i : i + CHUNK_SIZE]
     try:
         for chunk in rest:
+            _check_deadline(deadline, url)
             total += len(chunk)
             if total > max_bytes:
                 raise OutputRefused("output_too_large", f"output {_safe(url)} exceeds {max_bytes} bytes")
-            yield chunk
+            for i in range(0, len(chunk), CHUNK_SIZE):  # bounded pieces downstream, whatever arrived
+                yield chunk[i : i + CHUNK_SIZE]
     except httpx.TransportError as exc:
         raise _transport_failure(exc, url) from exc
     finally:
         response.close()
 
 
-def _stream_response(response: httpx.Response, url: httpx.URL, max_bytes: int) -> OutputSource:
+def _stream_response(response: httpx.Response, url: httpx.URL, max_bytes: int, deadline: float) -> OutputSource:
     length = response.headers.get("content-length")
     if length is not None and length.strip().isdigit() and int(length) > max_bytes:
         raise OutputRefused("output_too_large", f"output {_safe(url)} is larger than {max_bytes} bytes")
-    rest = response.iter_bytes(CHUNK_SIZE)
+    rest = response.iter_bytes()  # as received: a fixed size would wait to fill it, past the deadline
     head = b""
     try:
         while len(head) < _SNIFF_BYTES:
             chunk = next(rest, None)
             if chunk is None:
                 break
+            _check_deadline(deadline, url)
             head += chunk
     except httpx.TransportError as exc:
         raise _transport_failure(exc, url) from exc
@@ -261,7 +275,7 @@ def _stream_response(response: httpx.Response, url: httpx.URL, max_bytes: int) -
     content_type = _choose_type(response.headers.get("content-type", ""), head[:_SNIFF_BYTES])
     return OutputSource(
         content_type=content_type,
-        chunks=_counted(response, url, head, rest, max_bytes),
+        chunks=_counted(response, url, head, rest, max_bytes, deadline),
         _closer=response.close,
     )
 
@@ -284,11 +298,12 @@ def open_output(
     if ref[:5].lower() == "data:":
         source = _decode_data_uri(ref, max_bytes)
     else:
+        deadline = time.monotonic() + timeout
         response, url = _open_http(ref, http, allowed_hosts, allow_private, timeout, auth_header)
         try:
             if not 200 <= response.status_code < 300:
                 raise _status_error(response, url)
-            source = _stream_response(response, url, max_bytes)
+            source = _stream_response(response, url, max_bytes, deadline)
         except BaseException:
             response.close()
             raise

@@ -19,7 +19,7 @@ from cli.stack import free_port, wait_http
 from models.keys import Role, create_key
 from simulator.config import SimConfig
 from simulator.server import run_in_thread
-from tests.conftest import PG_ADMIN_URL, REDIS_BASE
+from tests.conftest import PG_ADMIN_URL, redis_base
 from tests.support.pipeline import VERSION, pipeline
 from tests.support.tcpproxy import TcpProxy
 
@@ -50,7 +50,7 @@ def _job(i: int) -> dict[str, object]:
 
 def test_postgres_outage_and_api_restart_lose_nothing(tmp_path: Path, pg_via_proxy: tuple[str, TcpProxy]) -> None:
     db_url, proxy = pg_via_proxy
-    redis_url = f"{REDIS_BASE}/4"
+    redis_url = f"{redis_base()}/4"
     redis.Redis.from_url(redis_url).flushdb()
     sim = run_in_thread(SimConfig(start_delay=0.2, predict_seconds=1.0, fault_429=0.05, fault_5xx=0.03))
     env = {"GENQUEUE_SWEEP_INTERVAL": "2", "GENQUEUE_STUCK_AFTER": "8"}

@@ -16,7 +16,7 @@ from models.base import utcnow
 from models.tables import JobOutput
 from simulator.config import SimConfig
 from simulator.server import run_in_thread
-from tests.conftest import PG_ADMIN_URL, REDIS_BASE
+from tests.conftest import PG_ADMIN_URL, redis_base
 from tests.support.pipeline import Pipeline, pipeline
 
 BASE_KNOBS = dict(start_delay=0.2, predict_seconds=0.5, fail_rate=0.0, fault_429=0.0, fault_5xx=0.0,
@@ -35,7 +35,7 @@ def pipe(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         with admin.connect() as c:
             c.execute(text(f'CREATE DATABASE "{db_name}"'))
         db_url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + db_name
-    redis_url = f"{REDIS_BASE}/{7 if request.param == 'sqlite' else 6}"
+    redis_url = f"{redis_base()}/{7 if request.param == 'sqlite' else 6}"
     redis.Redis.from_url(redis_url).flushdb()
     sim = run_in_thread(SimConfig(min_cancel_after=1.0, **BASE_KNOBS))  # type: ignore[arg-type]
     try:

@@ -1,63 +1,6 @@
-"""Fixtures for the ops tests: a migrated database with keys, the real app on it, seeded jobs."""
+"""Fixtures for the ops tests; the helpers live in ops_app.py (a unique module name, so the test
+folders' helpers never shadow each other when the whole suite runs in one session)."""
 
-from __future__ import annotations
+from ops_app import ops
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-
-import pytest
-from cryptography.fernet import Fernet
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
-from ops_helpers import PRICE, STUCK_AFTER, MemoryStorage, NullEnqueuer, Seeded, seed
-from sqlalchemy.orm import Session, sessionmaker
-
-from api.app import create_app
-from core.settings import Settings, load_settings
-from models.base import utcnow
-from models.db import make_engine, make_session_factory
-from models.keys import Role, create_key
-from models.migrate import upgrade
-
-
-@dataclass
-class Ops:
-    app: FastAPI
-    client: TestClient
-    sessions: sessionmaker[Session]
-    settings: Settings
-    storage: MemoryStorage
-    keys: dict[str, str]
-    key_ids: dict[str, str]
-    seeded: Seeded
-
-    def auth(self, name: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.keys[name]}"}
-
-
-def build(db_url: str, redis_url: str, data_dir: Path, png: bytes | None = None) -> Ops:
-    engine = make_engine(db_url)
-    upgrade(engine)
-    sessions = make_session_factory(engine)
-    keys: dict[str, str] = {}
-    key_ids: dict[str, str] = {}
-    with sessions.begin() as s:
-        for name, role in (("alice", Role.SUBMIT), ("bob", Role.SUBMIT), ("ops", Role.OPS), ("admin", Role.ADMIN)):
-            row, plaintext = create_key(s, name, role)
-            keys[name], key_ids[name] = plaintext, row.id
-    storage = MemoryStorage()
-    seeded = seed(sessions, utcnow(), key_ids["alice"], key_ids["bob"], storage, png)
-    settings = load_settings(DATABASE_URL=db_url, REDIS_URL=redis_url, GENQUEUE_DATA_DIR=str(data_dir),
-                             SECRETS_KEY=Fernet.generate_key().decode(), GENQUEUE_PRICE_PER_SECOND=str(PRICE),
-                             GENQUEUE_STUCK_AFTER=str(STUCK_AFTER), GENQUEUE_CREATE_RATE_PER_MIN="600")
-    app = create_app(settings, session_factory=sessions, enqueuer=NullEnqueuer(), storage=storage)
-    return Ops(app, TestClient(app), sessions, settings, storage, keys, key_ids, seeded)
-
-
-@pytest.fixture
-def ops(db_url: str, redis_url: str, tmp_path: Path) -> Iterator[Ops]:
-    o = build(db_url, redis_url, tmp_path)
-    with o.client:
-        yield o
-    o.sessions.kw["bind"].dispose()
+__all__ = ["ops"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import Ops
+from ops_app import Ops
 from ops_helpers import EXPECTED_BILLED, EXPECTED_COUNTS
 from typer.testing import CliRunner
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from conftest import Ops, build
+from ops_app import Ops, build
 from ops_helpers import EXPECTED_COUNTS
 
 from simulator.png import make_png

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import redis
-from conftest import Ops
+from ops_app import Ops
 from ops_helpers import EXPECTED_COUNTS, EXPECTED_PREDICT
 from prometheus_client.parser import text_string_to_metric_families
 

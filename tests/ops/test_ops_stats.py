@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from conftest import Ops
+from ops_app import Ops
 from ops_helpers import EXPECTED_BILLED, EXPECTED_COUNTS, EXPECTED_PREDICT, PAINTER, PRICE, SKETCHER, STUCK_AFTER
 from sqlalchemy import select
 

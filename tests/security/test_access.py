@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import SecApi, build_api, job_body
+from sec_support import SecApi, build_api, job_body
 from sqlalchemy import text
 
 from models.keys import revoke_key

@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from conftest import SecApi, build_api, job_body
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.generation.modes import GenerationMode
+from sec_support import SecApi, build_api, job_body
 
 EXAMPLES = int(os.environ.get("GENQUEUE_FUZZ_EXAMPLES", "25"))
 TALLY: dict[str, Counter[int]] = {}

@@ -32,8 +32,8 @@ from typing import Any
 
 import httpx
 import redis
-from conftest import VERSION
 from cryptography.fernet import Fernet
+from sec_support import VERSION
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import PNG, TrapServer
+from sec_support import PNG, TrapServer
 
 import simulator.render
 from simulator.config import SimConfig
