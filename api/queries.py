@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Select, and_, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from api.auth import Principal
 from api.errors import ApiError
@@ -14,6 +14,8 @@ from models.tables import Job
 
 
 def _scoped(stmt: Select[Job], principal: Principal) -> Select[Job]:
+    # Outputs are loaded with the jobs here (one extra SELECT for the page), not lazily per job.
+    stmt = stmt.options(selectinload(Job.outputs))
     return stmt if principal.sees_all else stmt.where(Job.api_key_id == principal.key_id)
 
 

@@ -62,7 +62,7 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, max=512)] = 4,
     """Run a Celery worker (submit, poll, store, sweep tasks)."""
     from core.logs import setup_logging
     from worker.celery_app import make_worker_app
-    from worker.enqueue import QUEUE
+    from worker.enqueue import FOLLOW_QUEUE, QUEUE
 
     if pool not in ("prefork", "threads", "solo"):
         die("--pool must be prefork, threads or solo")
@@ -73,7 +73,7 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, max=512)] = 4,
         die(str(exc))
     setup_logging(s.log_level)
     celery = make_worker_app(s)
-    argv = ["worker", "-Q", QUEUE, "-c", str(concurrency), "-P", pool, "--loglevel", s.log_level,
+    argv = ["worker", "-Q", f"{FOLLOW_QUEUE},{QUEUE}", "-c", str(concurrency), "-P", pool, "--loglevel", s.log_level,
             "--without-gossip", "--without-mingle"]
     if events:
         argv.append("-E")

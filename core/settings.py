@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     poll_max_delay: float = Field(30.0, gt=0, validation_alias=_alias("GENQUEUE_POLL_MAX_DELAY"))
     # Prefer: wait seconds on create: short predictions finish inside the create call, saving GETs.
     create_wait_seconds: int = Field(0, ge=0, le=60, validation_alias=_alias("GENQUEUE_CREATE_WAIT"))
+    # Prefer: wait only for models observed to finish within this many seconds (0 = never). The create
+    # call then usually returns the finished prediction: no poll at all. It holds a worker slot for
+    # that long, so pair it with `genqueue worker --pool threads --concurrency 64`.
+    create_wait_auto_max: int = Field(0, ge=0, le=60, validation_alias=_alias("GENQUEUE_CREATE_WAIT_AUTO"))
     job_deadline_seconds: float = Field(3600.0, gt=0, validation_alias=_alias("GENQUEUE_JOB_DEADLINE"))
     max_deliveries: int = Field(8, gt=0, validation_alias=_alias("GENQUEUE_MAX_DELIVERIES"))
     sweep_interval: float = Field(15.0, gt=0, validation_alias=_alias("GENQUEUE_SWEEP_INTERVAL"))

@@ -81,7 +81,8 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
 
     outputs: Mapped[list[JobOutput]] = relationship(
-        back_populates="job", order_by="JobOutput.index", cascade="all, delete-orphan", lazy="selectin"
+        # Loaded only where shown (API views ask for it): the worker's hot path reads jobs without it.
+        back_populates="job", order_by="JobOutput.index", cascade="all, delete-orphan", lazy="select"
     )
 
     __table_args__ = (

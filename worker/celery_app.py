@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Celery
 
 from core.settings import Settings
-from worker.enqueue import QUEUE
+from worker.enqueue import FOLLOW_QUEUE, QUEUE
 
 # Longest countdown we ever schedule (poll back-off, retry-after): the visibility timeout must exceed
 # it, or Redis redelivers delayed messages that are merely waiting.
@@ -25,7 +25,9 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": MAX_COUNTDOWN * 3},
+        # "priority": workers always take from the queues in the order given (-Q follow,new), so
+        # polls and stores are never stuck behind a backlog of submits.
+        broker_transport_options={"visibility_timeout": MAX_COUNTDOWN * 3, "queue_order_strategy": "priority"},
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         worker_enable_soft_shutdown_on_idle=True,
@@ -36,7 +38,8 @@ def make_celery(settings: Settings) -> Celery:
         worker_send_task_events=False,
         timezone="UTC",
         beat_schedule={
-            "sweep": {"task": "genqueue.sweep", "schedule": settings.sweep_interval, "options": {"queue": QUEUE}},
+            "sweep": {"task": "genqueue.sweep", "schedule": settings.sweep_interval,
+                      "options": {"queue": FOLLOW_QUEUE}},
         },
     )
     return app

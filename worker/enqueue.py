@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from celery import Celery
 
-QUEUE = "genqueue"
+QUEUE = "genqueue"  # new work (submit); its length tells the sweeper how big the backlog is
+# Follow-up work on predictions already paid for (poll, store, cancel, sweep). Workers read it first,
+# so a backlog of new jobs never delays noticing and copying finished ones.
+FOLLOW_QUEUE = "genqueue.follow"
 SUBMIT = "genqueue.submit"
 POLL = "genqueue.poll"
 STORE = "genqueue.store"
@@ -28,10 +31,10 @@ class Enqueuer:
         self.submit(job_ids)
 
     def poll(self, job_id: str, countdown: float = 0.0) -> None:
-        self._app.send_task(POLL, args=[job_id], queue=QUEUE, countdown=countdown or None)
+        self._app.send_task(POLL, args=[job_id], queue=FOLLOW_QUEUE, countdown=countdown or None)
 
     def store(self, job_id: str, countdown: float = 0.0) -> None:
-        self._app.send_task(STORE, args=[job_id], queue=QUEUE, countdown=countdown or None)
+        self._app.send_task(STORE, args=[job_id], queue=FOLLOW_QUEUE, countdown=countdown or None)
 
     def cancel(self, job_id: str) -> None:
-        self._app.send_task(CANCEL, args=[job_id], queue=QUEUE)
+        self._app.send_task(CANCEL, args=[job_id], queue=FOLLOW_QUEUE)

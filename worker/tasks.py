@@ -42,7 +42,8 @@ def _follow(ctx: WorkerContext, job_id: str, nxt: Next) -> None:
 def _again(task: Task, job_id: str, delay: float) -> None:
     # A fresh message (not task.retry): retries of these steps are unbounded by design; the job's
     # deadline and delivery counter bound them instead.
-    task.app.send_task(task.name, args=[job_id], queue=enqueue.QUEUE,
+    queue = enqueue.QUEUE if task.name == enqueue.SUBMIT else enqueue.FOLLOW_QUEUE
+    task.app.send_task(task.name, args=[job_id], queue=queue,
                        countdown=min(MAX_RETRY_COUNTDOWN, max(0.05, delay)))
 
 

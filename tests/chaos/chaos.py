@@ -44,6 +44,7 @@ if str(ROOT) not in sys.path:  # `python tests/chaos/chaos.py` from anywhere
 import httpx  # noqa: E402
 import redis  # noqa: E402
 from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy.orm import selectinload  # noqa: E402
 
 from cli.stack import Child, Stack, free_port, genqueue_argv, wait_http  # noqa: E402
 from core.crypto import load_cipher  # noqa: E402
@@ -441,7 +442,8 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
                 injector.finish(time.monotonic() - t0)
                 say(f"drained: {report.drain_seconds}; checking {len(ids)} jobs", flush=True)
                 with sessions() as s:
-                    rows = {j.id: j for j in s.scalars(select(Job).where(Job.id.in_(ids)))}
+                    stmt = select(Job).where(Job.id.in_(ids)).options(selectinload(Job.outputs))
+                    rows = {j.id: j for j in s.scalars(stmt)}
                     jobs_list = [rows[i] for i in ids]
                     for j in jobs_list:
                         _ = j.outputs  # load while the session is open

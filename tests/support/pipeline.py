@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from cli.stack import Stack
 from core.crypto import load_cipher
@@ -60,7 +60,7 @@ class Pipeline:
 
     def jobs(self, ids: list[str]) -> list[Job]:
         with self.sessions() as s:
-            rows = {j.id: j for j in s.scalars(select(Job).where(Job.id.in_(ids)))}
+            rows = {j.id: j for j in s.scalars(select(Job).where(Job.id.in_(ids)).options(selectinload(Job.outputs)))}
         return [rows[i] for i in ids]
 
     def wait(self, ids: list[str], timeout: float = 90.0, statuses: tuple[str, ...] = TERMINAL) -> list[Job]:

@@ -26,6 +26,14 @@ def output_refs(output: Any) -> list[str] | None:
     return None
 
 
+def duration(p: Prediction) -> float | None:
+    if p.total_time is not None:
+        return p.total_time
+    if p.created_at and p.completed_at:
+        return (p.completed_at - p.created_at).total_seconds()
+    return None
+
+
 def prediction_fields(p: Prediction) -> dict[str, Any]:
     return {
         "prediction_id": p.id,

@@ -15,7 +15,7 @@ from models.status import ErrorCode, JobStatus
 from models.tables import Job
 from worker.replicate import PermanentError, Prediction, TransientError
 from worker.runtime import WorkerContext
-from worker.services.observe import apply_terminal, prediction_fields
+from worker.services.observe import apply_terminal, duration, prediction_fields
 from worker.services.outcomes import DONE, Next, RetryLater, backoff
 from worker.services.submit import fail
 
@@ -35,14 +35,6 @@ def next_delay(ctx: WorkerContext, job: Job, p: Prediction) -> float:
     if p.status == "starting":
         return min(s.poll_max_delay, max(0.5, s.poll_initial_delay))
     return min(s.poll_max_delay, s.poll_initial_delay * (1.25 ** min(job.polls, 20)))
-
-
-def duration(p: Prediction) -> float | None:
-    if p.total_time is not None:
-        return p.total_time
-    if p.created_at and p.completed_at:
-        return (p.completed_at - p.created_at).total_seconds()
-    return None
 
 
 def poll(ctx: WorkerContext, job_id: str) -> Next:

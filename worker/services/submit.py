@@ -12,6 +12,7 @@ enough that its create may still be in flight, nobody else touches the job.
 from __future__ import annotations
 
 import logging
+import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,7 +26,7 @@ from models.status import ErrorCode, JobStatus
 from models.tables import Job
 from worker.replicate import PermanentError, Prediction, ReplicateError, TransientError, input_digest
 from worker.runtime import WorkerContext
-from worker.services.observe import apply_terminal, prediction_fields
+from worker.services.observe import apply_terminal, duration, prediction_fields
 from worker.services.outcomes import DONE, Next, RetryLater, backoff
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,21 @@ def full_input(ctx: WorkerContext, job: Job) -> dict[str, Any]:
 
 def create_window(ctx: WorkerContext) -> timedelta:
     """Longest a create call can be in flight (read timeout, Prefer: wait, margin)."""
-    return timedelta(seconds=ctx.settings.replicate_timeout + ctx.settings.create_wait_seconds + 15)
+    wait = max(ctx.settings.create_wait_seconds, ctx.settings.create_wait_auto_max + 2)
+    return timedelta(seconds=ctx.settings.replicate_timeout + wait + 15)
+
+
+def create_wait(ctx: WorkerContext, job: Job) -> int | None:
+    """Seconds of Prefer: wait for this create: fixed, or automatic for models known to be quick."""
+    s = ctx.settings
+    if s.create_wait_seconds:
+        return s.create_wait_seconds
+    if not s.create_wait_auto_max:
+        return None
+    expected = ctx.durations.expected(job.model)
+    if expected is None or expected > s.create_wait_auto_max:
+        return None
+    return min(60, math.ceil(expected * 1.2) + 1)
 
 
 def submit(ctx: WorkerContext, job_id: str) -> Next:
@@ -163,7 +178,7 @@ def _create(ctx: WorkerContext, job: Job, payload: dict[str, Any]) -> Next:
             model=job.model if job.target == "model" else None,
             deployment=job.deployment if job.target == "deployment" else None,
             cancel_after=max(5.0, remaining) if remaining is not None else None,
-            wait=ctx.settings.create_wait_seconds or None,
+            wait=create_wait(ctx, job),
         )
     except TransientError as exc:
         _after_transient(ctx, job, exc)
@@ -205,6 +220,8 @@ def _record(ctx: WorkerContext, session: Session, job: Job, p: Prediction, creat
     if p.is_terminal:
         ok = transition(session, job.id, JobStatus.SUBMITTING, JobStatus.RUNNING, **base, **prediction_fields(p))
         if ok:
+            if p.status == "succeeded":
+                ctx.durations.observe(job.model, duration(p))
             return apply_terminal(session, job, JobStatus.RUNNING, p, now)
     else:
         delay = first_poll_delay(ctx, job, p)
