@@ -7,6 +7,8 @@ does not know — Replicate requests by endpoint and status, rate-limiter waits 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 import redis
 
@@ -17,23 +19,52 @@ LIMITER_KEY = "gq:metrics:ratelimit_waits"
 
 
 class Recorder:
+    """Counts in memory and adds them to Redis at most once a second (one pipeline), instead of one
+    Redis round trip per Replicate request. A killed worker loses at most a second of counts."""
+
+    FLUSH_EVERY = 1.0
+
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], float] = {}
+        self._last_flush = time.monotonic()
 
-    def replicate_response(self, endpoint: str, status: int) -> None:
+    def _add(self, key: str, field: str, amount: float) -> None:
+        with self._lock:
+            self._counts[(key, field)] = self._counts.get((key, field), 0) + amount
+            if time.monotonic() - self._last_flush < self.FLUSH_EVERY:
+                return
+            counts, self._counts = self._counts, {}
+            self._last_flush = time.monotonic()
+        self._write(counts)
+
+    def flush(self) -> None:
+        with self._lock:
+            counts, self._counts = self._counts, {}
+            self._last_flush = time.monotonic()
+        self._write(counts)
+
+    def _write(self, counts: dict[tuple[str, str], float]) -> None:
+        if not counts:
+            return
         try:
-            self._redis.hincrby(REPLICATE_KEY, f"{endpoint}|{status}", 1)
+            pipe = self._redis.pipeline(transaction=False)
+            for (key, field), amount in counts.items():
+                if float(amount).is_integer():
+                    pipe.hincrby(key, field, int(amount))
+                else:
+                    pipe.hincrbyfloat(key, field, amount)
+            pipe.execute()
         except redis.RedisError:  # metrics must never fail a job
             log.debug("metrics write failed")
 
+    def replicate_response(self, endpoint: str, status: int) -> None:
+        self._add(REPLICATE_KEY, f"{endpoint}|{status}", 1)
+
     def limiter_wait(self, kind: str, seconds: float) -> None:
-        try:
-            pipe = self._redis.pipeline()
-            pipe.hincrby(LIMITER_KEY, f"{kind}|count", 1)
-            pipe.hincrbyfloat(LIMITER_KEY, f"{kind}|seconds", seconds)
-            pipe.execute()
-        except redis.RedisError:
-            log.debug("metrics write failed")
+        self._add(LIMITER_KEY, f"{kind}|count", 1)
+        self._add(LIMITER_KEY, f"{kind}|seconds", seconds)
 
 
 def read_counters(client: redis.Redis, key: str) -> dict[str, float]:

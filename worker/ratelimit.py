@@ -11,15 +11,22 @@ import time
 
 import redis
 
-# KEYS[1] bucket hash; ARGV: rate per second, burst, now (s), cost. Returns wait seconds (0 = granted).
+# KEYS[1] bucket hash, KEYS[2..] "pause" keys (a 429 pause, an open circuit breaker).
+# ARGV: rate per second, burst, cost. Returns seconds to wait (0 = granted), as a string.
+# One round trip per grant: the pause checks and Redis's own clock are read inside the script.
 _LUA = """
-local rate = tonumber(ARGV[1]); local burst = tonumber(ARGV[2])
-local now = tonumber(ARGV[3]); local cost = tonumber(ARGV[4])
+local wait = 0
+for i = 2, #KEYS do
+  local ms = redis.call('PTTL', KEYS[i])
+  if ms > 0 and ms / 1000 > wait then wait = ms / 1000 end
+end
+if wait > 0 then return tostring(wait) end
+local rate = tonumber(ARGV[1]); local burst = tonumber(ARGV[2]); local cost = tonumber(ARGV[3])
+local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(b[1]); local ts = tonumber(b[2])
 if tokens == nil then tokens = burst; ts = now end
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-local wait = 0
 if tokens >= cost then tokens = tokens - cost else wait = (cost - tokens) / rate end
 redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
 redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
@@ -43,22 +50,17 @@ class RateLimiter:
         }
         self._prefix = prefix
 
-    def acquire(self, kind: str, cost: float = 1.0) -> float:
-        """Take `cost` tokens of `kind` ("create" or "read"); returns 0.0, or seconds to wait first."""
+    def acquire(self, kind: str, cost: float = 1.0, also_blocked_by: tuple[str, ...] = ()) -> float:
+        """Take `cost` tokens of `kind` ("create" or "read"); returns 0.0, or seconds to wait first.
+        A pause of `kind` (after a 429) or any key in `also_blocked_by` that is set blocks the grant.
+        Redis's clock is used, so hosts with skewed clocks share one bucket correctly."""
         rate, burst = self._limits[kind]
-        # Redis server time, so hosts with skewed clocks share one bucket correctly.
-        sec, usec = self._redis.time()
-        now = sec + usec / 1e6
-        wait = float(self._script(keys=[f"{self._prefix}:{kind}"], args=[rate, burst, now, cost]))
-        return wait
+        keys = [f"{self._prefix}:{kind}", f"{self._prefix}:{kind}:paused", *also_blocked_by]
+        return float(self._script(keys=keys, args=[rate, burst, cost]))
 
     def pause(self, kind: str, seconds: float) -> None:
         """Stop granting `kind` for a while (a 429 from Replicate says our budget is off)."""
         self._redis.set(f"{self._prefix}:{kind}:paused", "1", px=max(1, int(seconds * 1000)))
-
-    def paused_for(self, kind: str) -> float:
-        ms = self._redis.pttl(f"{self._prefix}:{kind}:paused")
-        return ms / 1000.0 if ms and ms > 0 else 0.0
 
 
 class CircuitBreaker:
@@ -72,9 +74,9 @@ class CircuitBreaker:
         self._open_for = open_for
         self._prefix = prefix
 
-    def open_for(self) -> float:
-        ms = self._redis.pttl(f"{self._prefix}:open")
-        return ms / 1000.0 if ms and ms > 0 else 0.0
+    @property
+    def open_key(self) -> str:
+        return f"{self._prefix}:open"
 
     def failure(self) -> None:
         key = f"{self._prefix}:fails"

@@ -6,6 +6,7 @@ so they are built lazily by the first task a process runs, from the settings the
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ def build_context(settings: Settings, app: Any) -> WorkerContext:
 
     rclient = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
     recorder = metrics.Recorder(rclient)
+    atexit.register(recorder.flush)  # a clean exit writes the last second of counts
     http = make_http_client(
         base_url=settings.replicate_base_url,
         token=settings.token(),

@@ -29,10 +29,13 @@ def _follow(ctx: WorkerContext, job_id: str, nxt: Next) -> None:
         # Copy the outputs right here rather than through another message: one broker round trip
         # less per job, and the files are fetched as soon as they exist. A crash here leaves the job
         # in `storing`, which the sweeper re-sends like any other step.
-        from worker.services.store import store
+        from worker.services.store import copy_outputs, store
 
         try:
-            store(ctx, job_id)
+            if nxt.job is not None:
+                copy_outputs(ctx, nxt.job, set())
+            else:
+                store(ctx, job_id)
         except RetryLater as later:
             ctx.enqueuer.store(job_id, later.delay)
     elif nxt.task == "submit":

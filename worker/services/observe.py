@@ -46,8 +46,10 @@ def prediction_fields(p: Prediction) -> dict[str, Any]:
     }
 
 
-def apply_terminal(session: Session, job: Job, src: JobStatus, p: Prediction, now: datetime) -> Next:
-    """Move a job whose prediction is terminal to storing / failed / canceled. Returns the follow-up."""
+def apply_terminal(session: Session, job: Job, src: JobStatus, p: Prediction, now: datetime,
+                   extra: dict[str, Any] | None = None) -> Next:
+    """Move a job whose prediction is terminal to storing / failed / canceled, in one UPDATE (with
+    `extra` columns, e.g. the create's own fields). Returns the follow-up."""
     fields = prediction_fields(p)
     fields["detected_at"] = now
     for k, v in fields.items():
@@ -78,7 +80,7 @@ def apply_terminal(session: Session, job: Job, src: JobStatus, p: Prediction, no
             message = "deadline reached; canceled on Replicate"
         else:
             code, message = ErrorCode.PREDICTION_CANCELED, "prediction was canceled on Replicate"
-    values: dict[str, Any] = dict(fields, error_code=code, error_message=message, deliveries=0)
+    values: dict[str, Any] = dict(fields, error_code=code, error_message=message, deliveries=0, **(extra or {}))
     if dst is JobStatus.STORING:
         values.update(output_refs=refs, next_check_at=now)
     else:
@@ -86,4 +88,7 @@ def apply_terminal(session: Session, job: Job, src: JobStatus, p: Prediction, no
     if not transition(session, job.id, src, dst, **values):
         return DONE
     log.info("job=%s prediction=%s %s -> %s predict_time=%s", job.id, p.id, p.status, dst.value, p.predict_time)
-    return Next("store") if dst is JobStatus.STORING else DONE
+    if dst is not JobStatus.STORING:
+        return DONE
+    job.status, job.output_refs = dst.value, refs
+    return Next("store", job=job)

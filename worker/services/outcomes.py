@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -11,6 +12,9 @@ class Next:
 
     task: str | None = None  # "poll" | "store" | "submit" | None (nothing further)
     countdown: float = 0.0
+    # For "store": the job as just committed (status storing, output_refs set), so the outputs can be
+    # copied right away without reading the row again.
+    job: Any = None
 
 
 DONE = Next()

@@ -15,7 +15,7 @@ from models.base import utcnow
 from models.jobs import finish_timings, transition
 from models.status import ErrorCode, JobStatus
 from models.tables import Job, JobOutput
-from storage import StorageError, output_key
+from storage import StorageError, StoredObject, output_key
 from worker.fetch import OutputExpired, OutputRefused, OutputTransient, open_output
 from worker.replicate import PermanentError, TransientError
 from worker.runtime import WorkerContext
@@ -52,6 +52,7 @@ def _really_expired(ctx: WorkerContext, job: Job) -> bool:
 
 
 def store(ctx: WorkerContext, job_id: str) -> Next:
+    """The store step as a message runs it: reload the job and resume where a previous run stopped."""
     with ctx.sessions() as session:
         job = session.get(Job, job_id)
         if job is None or job.status != JobStatus.STORING:
@@ -62,41 +63,69 @@ def store(ctx: WorkerContext, job_id: str) -> Next:
             return fail(session, job, JobStatus.STORING, ErrorCode.POISON, "gave up after repeated storage attempts")
     with ctx.sessions.begin() as session:
         session.execute(update(Job).where(Job.id == job_id).values(deliveries=Job.deliveries + 1))
-    s = ctx.settings
-    for index, ref in enumerate(job.output_refs or []):
+    return copy_outputs(ctx, job, done)
+
+
+def copy_outputs(ctx: WorkerContext, job: Job, done: set[int]) -> Next:
+    """Copy every output not in `done`, then mark the job succeeded. Called inline right after the
+    prediction was seen succeeding (the job in memory is current), or by `store` after a reload."""
+    refs = job.output_refs or []
+    pending: JobOutput | None = None  # the last output is recorded with the success, in one commit
+    for index, ref in enumerate(refs):
         if index in done:
             continue
-        try:
-            with open_output(ref, http=ctx.downloads, allowed_hosts=s.allowed_hosts,
-                             allow_private=s.output_allow_private, max_bytes=s.output_max_bytes) as src:
-                key = output_key(job.id, index, src.content_type)
-                obj = ctx.storage.put_stream(key, src.chunks, src.content_type)
-        except OutputExpired as exc:
-            if not _really_expired(ctx, job):
-                _undo_delivery(ctx, job.id)
-                raise RetryLater(backoff(job.deliveries), f"output {index} 404 but not removed yet") from None
-            with ctx.sessions.begin() as session:
-                return fail(session, job, JobStatus.STORING, ErrorCode.OUTPUT_EXPIRED, str(exc))
-        except OutputRefused as exc:
-            with ctx.sessions.begin() as session:
-                return fail(session, job, JobStatus.STORING, ErrorCode.OUTPUT_REFUSED, f"{exc.code}: {exc}")
-        except (OutputTransient, StorageError) as exc:
-            if _past_retention(job):
-                with ctx.sessions.begin() as session:
-                    return fail(session, job, JobStatus.STORING, ErrorCode.OUTPUT_EXPIRED,
-                                f"outputs could not be copied before Replicate's retention ended: {exc}")
-            _undo_delivery(ctx, job.id)
-            raise RetryLater(backoff(min(job.deliveries, 5)), f"output {index}: {type(exc).__name__}") from None
+        obj = _copy_one(ctx, job, index, ref)
+        if isinstance(obj, Next):
+            return obj
+        row = JobOutput(job_id=job.id, index=index, content_type=obj.content_type, size=obj.size,
+                        sha256=obj.sha256, storage_key=obj.key, storage_uri=obj.uri)
+        if index == len(refs) - 1:
+            pending = row
+            continue
         try:
             with ctx.sessions.begin() as session:
-                session.add(JobOutput(job_id=job.id, index=index, content_type=obj.content_type, size=obj.size,
-                                      sha256=obj.sha256, storage_key=obj.key, storage_uri=obj.uri))
+                session.add(row)
         except IntegrityError:
             pass  # a concurrent run recorded the same output (same key, same bytes)
+    try:
+        _succeed(ctx, job, pending)
+    except IntegrityError:
+        _succeed(ctx, job, None)  # a concurrent run recorded that output already
+    return DONE
+
+
+def _copy_one(ctx: WorkerContext, job: Job, index: int, ref: str) -> StoredObject | Next:
+    s = ctx.settings
+    try:
+        with open_output(ref, http=ctx.downloads, allowed_hosts=s.allowed_hosts,
+                         allow_private=s.output_allow_private, max_bytes=s.output_max_bytes) as src:
+            key = output_key(job.id, index, src.content_type)
+            return ctx.storage.put_stream(key, src.chunks, src.content_type)
+    except OutputExpired as exc:
+        if not _really_expired(ctx, job):
+            _undo_delivery(ctx, job.id)
+            raise RetryLater(backoff(job.deliveries), f"output {index} 404 but not removed yet") from None
+        with ctx.sessions.begin() as session:
+            return fail(session, job, JobStatus.STORING, ErrorCode.OUTPUT_EXPIRED, str(exc))
+    except OutputRefused as exc:
+        with ctx.sessions.begin() as session:
+            return fail(session, job, JobStatus.STORING, ErrorCode.OUTPUT_REFUSED, f"{exc.code}: {exc}")
+    except (OutputTransient, StorageError) as exc:
+        if _past_retention(job):
+            with ctx.sessions.begin() as session:
+                return fail(session, job, JobStatus.STORING, ErrorCode.OUTPUT_EXPIRED,
+                            f"outputs could not be copied before Replicate's retention ended: {exc}")
+        _undo_delivery(ctx, job.id)
+        raise RetryLater(backoff(min(job.deliveries, 5)), f"output {index}: {type(exc).__name__}") from None
+
+
+def _succeed(ctx: WorkerContext, job: Job, last: JobOutput | None) -> None:
     now = utcnow()
     with ctx.sessions.begin() as session:
+        if last is not None:
+            session.add(last)
+            session.flush()
         if transition(session, job.id, JobStatus.STORING, JobStatus.SUCCEEDED, finished_at=now, next_check_at=None,
                       deliveries=0, error_code=None, error_message=None, **finish_timings(job, now)):
             log.info("job=%s succeeded outputs=%d e2e=%.3fs", job.id, len(job.output_refs or []),
                      (now - job.created_at).total_seconds())
-    return DONE

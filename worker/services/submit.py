@@ -142,10 +142,7 @@ def _claim(session: Session, job: Job, now: datetime, ctx: WorkerContext) -> boo
 
 
 def _wait_for_budget(ctx: WorkerContext) -> None:
-    paused = max(ctx.breaker.open_for(), ctx.limiter.paused_for("create"))
-    if paused:
-        raise RetryLater(paused, "creates paused")
-    wait = ctx.limiter.acquire("create")
+    wait = ctx.limiter.acquire("create", also_blocked_by=(ctx.breaker.open_key,))
     if wait > 0:
         ctx.recorder.limiter_wait("create", wait)
         raise RetryLater(wait, "create budget")
@@ -217,19 +214,17 @@ def _record(ctx: WorkerContext, session: Session, job: Job, p: Prediction, creat
     base = {"prediction_get_url": p.urls_get, "prediction_cancel_url": p.urls_cancel, "submitted_at": now,
             "attempts": attempts}
     job.submitted_at = now
-    if p.is_terminal:
-        ok = transition(session, job.id, JobStatus.SUBMITTING, JobStatus.RUNNING, **base, **prediction_fields(p))
-        if ok:
-            if p.status == "succeeded":
-                ctx.durations.observe(job.model, duration(p))
-            return apply_terminal(session, job, JobStatus.RUNNING, p, now)
-    else:
-        delay = first_poll_delay(ctx, job, p)
-        ok = transition(session, job.id, JobStatus.SUBMITTING, JobStatus.RUNNING, **base, **prediction_fields(p),
-                        deliveries=0, next_check_at=now + timedelta(seconds=delay))
-        if ok:
-            log.info("job=%s created prediction=%s status=%s", job.id, p.id, p.status)
-            return Next("poll", delay)
+    if p.is_terminal:  # Prefer: wait, or an adopted prediction that already finished
+        if p.status == "succeeded":
+            ctx.durations.observe(job.model, duration(p))
+        job.attempts = attempts
+        # A finished prediction needs no cancel, so a lost race here leaves nothing running unowned.
+        return apply_terminal(session, job, JobStatus.SUBMITTING, p, now, extra=base)
+    delay = first_poll_delay(ctx, job, p)
+    if transition(session, job.id, JobStatus.SUBMITTING, JobStatus.RUNNING, **base, **prediction_fields(p),
+                  deliveries=0, next_check_at=now + timedelta(seconds=delay)):
+        log.info("job=%s created prediction=%s status=%s", job.id, p.id, p.status)
+        return Next("poll", delay)
     if created:
         _orphan(ctx, job, p)
     return DONE

@@ -1,0 +1,54 @@
+"""The fleet-wide limiter and breaker on a real Redis: shared buckets, pauses, the breaker."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from worker.durations import Durations
+from worker.metrics import LIMITER_KEY, REPLICATE_KEY, Recorder, read_counters
+from worker.ratelimit import HEADROOM, CircuitBreaker, RateLimiter
+
+
+def test_bucket_is_shared_between_limiters(redis_url: str) -> None:
+    a = RateLimiter(redis.Redis.from_url(redis_url), create_per_min=600, read_per_min=3000)
+    b = RateLimiter(redis.Redis.from_url(redis_url), create_per_min=600, read_per_min=3000)
+    burst = int(600 * HEADROOM / 30)  # 2 s of budget
+    granted = sum(1 for i in range(burst) if (a if i % 2 else b).acquire("create") == 0)
+    assert granted == burst
+    wait = a.acquire("create")
+    assert 0 < wait <= 1 / (600 * HEADROOM / 60) + 0.01  # the next token is one interval away
+    assert b.acquire("read") == 0  # reads have their own budget
+
+
+def test_pause_and_breaker_block_grants(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    limiter = RateLimiter(client, create_per_min=600, read_per_min=3000)
+    limiter.pause("create", 2.0)
+    assert 1.5 < limiter.acquire("create") <= 2.0
+    assert limiter.acquire("read") == 0  # a create pause leaves polls alone
+    breaker = CircuitBreaker(client, threshold=3, open_for=5.0, prefix="gq:test-cb")
+    client.delete(f"{limiter._prefix}:create:paused")
+    for _ in range(2):
+        breaker.failure()
+    assert limiter.acquire("create", also_blocked_by=(breaker.open_key,)) == 0
+    breaker.failure()  # third 5xx in the window: open
+    assert 4 < limiter.acquire("create", also_blocked_by=(breaker.open_key,)) <= 5
+
+
+def test_durations_ewma_and_buffered_counters(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    d = Durations(client)
+    assert d.expected("acme/model") is None
+    d.observe("acme/model", 10.0)
+    d.observe("acme/model", 20.0)
+    assert abs((d.expected("acme/model") or 0) - 12.0) < 1e-6  # 0.8 * 10 + 0.2 * 20
+    assert abs(float(client.get("gq:dur:acme/model") or 0) - 12.0) < 1e-3  # shared with other workers
+    rec = Recorder(client)
+    rec.replicate_response("create", 201)
+    rec.limiter_wait("create", 0.5)
+    time.sleep(Recorder.FLUSH_EVERY + 0.05)
+    rec.replicate_response("create", 201)  # due: flushes everything counted so far
+    assert read_counters(client, REPLICATE_KEY) == {"create|201": 2.0}
+    assert read_counters(client, LIMITER_KEY) == {"create|count": 1.0, "create|seconds": 0.5}
