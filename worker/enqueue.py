@@ -24,8 +24,10 @@ class Enqueuer:
         self._app = app
 
     def submit(self, job_ids: list[str]) -> None:
-        for job_id in job_ids:
-            self._app.send_task(SUBMIT, args=[job_id], queue=QUEUE)
+        # One broker connection and producer for the whole batch, not one acquired per message.
+        with self._app.producer_or_acquire() as producer:
+            for job_id in job_ids:
+                self._app.send_task(SUBMIT, args=[job_id], queue=QUEUE, producer=producer)
 
     def __call__(self, job_ids: list[str]) -> None:
         self.submit(job_ids)
