@@ -44,6 +44,7 @@ if str(ROOT) not in sys.path:  # `python tests/chaos/chaos.py` from anywhere
 import httpx  # noqa: E402
 import redis  # noqa: E402
 from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.orm import selectinload  # noqa: E402
 
 from cli.stack import Child, Stack, free_port, genqueue_argv, wait_http  # noqa: E402
@@ -51,9 +52,11 @@ from core.crypto import load_cipher  # noqa: E402
 from core.settings import load_settings  # noqa: E402
 from intake import Intake, JobRequest  # noqa: E402
 from models.db import make_engine, make_session_factory  # noqa: E402
+from models.keys import Role, create_key  # noqa: E402
 from models.migrate import upgrade  # noqa: E402
 from models.tables import Job  # noqa: E402
 from simulator.store import fingerprint  # noqa: E402
+from tests.support.tcpproxy import TcpProxy  # noqa: E402
 from worker.celery_app import make_celery  # noqa: E402
 from worker.enqueue import Enqueuer  # noqa: E402
 
@@ -88,6 +91,8 @@ class ChaosConfig:
     kills: int = 1  # SIGKILL a worker's whole process group, then restart it (a supervisor's job)
     flushes: int = 1  # FLUSHDB the Redis DB index (Redis restarted with nothing persisted)
     restart_delay: float = 1.0
+    pg_outage: float = 0.0  # seconds PostgreSQL refuses connections (workers reach it through a proxy)
+    api_restarts: int = 0  # jobs are then submitted over HTTP; the API is SIGKILLed and restarted
     # genqueue
     sweep_interval: float = 2.0
     stuck_after: float = 6.0
@@ -215,13 +220,39 @@ def _request(run_tag: str, i: int) -> JobRequest:
     return JobRequest(version=VERSION, input=inp)
 
 
+class HttpSubmitter:
+    """Submits over the HTTP API as a careful client would: one Idempotency-Key per batch, retried
+    until accepted, so an API that dies mid-request neither loses nor duplicates a batch."""
+
+    def __init__(self, base: str, key: str, deadline: float) -> None:
+        self.client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+        self.deadline = deadline
+
+    def submit(self, requests: list[JobRequest], idem: str, tick: Any) -> list[str]:
+        body = {"jobs": [r.model_dump(mode="json", exclude_none=True) for r in requests]}
+        while True:
+            try:
+                r = self.client.post("/v1/jobs/batch", json=body, headers={"Idempotency-Key": idem})
+                if r.status_code == 202:
+                    return [j["id"] for j in r.json()["jobs"]]
+                if r.status_code < 500:
+                    raise RuntimeError(f"batch refused: {r.status_code} {r.text[:300]}")
+            except httpx.TransportError:
+                pass  # the API is restarting
+            if time.monotonic() > self.deadline:
+                raise RuntimeError("the API did not accept a batch before the timeout")
+            tick()  # keep injections (e.g. restarting the API) going while we wait
+            time.sleep(0.5)
+
+
 # --- the run -----------------------------------------------------------------------------------
 
 
 class _Injector:
     """Fires the planned injections when the run's progress passes their thresholds."""
 
-    def __init__(self, cfg: ChaosConfig, workers: list[Child], rclient: redis.Redis, report: Report) -> None:
+    def __init__(self, cfg: ChaosConfig, workers: list[Child], rclient: redis.Redis, report: Report,
+                 api: Child | None = None, proxy: TcpProxy | None = None) -> None:
         plan: list[str] = []
         kills, flushes = cfg.kills, cfg.flushes
         while kills or flushes:  # interleave: kill, flush, kill, flush, ...
@@ -231,6 +262,12 @@ class _Injector:
             if flushes:
                 plan.append("flush")
                 flushes -= 1
+        for i in range(cfg.api_restarts if api is not None else 0):
+            plan.insert(min(len(plan), 1 + 2 * i), "api")
+        if proxy is not None and cfg.pg_outage > 0:
+            plan.insert(len(plan) // 2, "pg")
+        self.api, self.proxy, self.pg_outage = api, proxy, cfg.pg_outage
+        self.pg_back_at: float | None = None
         n = len(plan)
         # thresholds between 10% and 60% of jobs terminal
         self.plan = [(0.10 + 0.50 * i / max(1, n - 1) if n > 1 else 0.3, what) for i, what in enumerate(plan)]
@@ -243,6 +280,10 @@ class _Injector:
 
     def tick(self, done_fraction: float, elapsed: float) -> None:
         now = time.monotonic()
+        if self.pg_back_at is not None and now >= self.pg_back_at and self.proxy is not None:
+            self.proxy.start()
+            self.pg_back_at = None
+            self.report.injections.append(f"t={elapsed:.1f}s PostgreSQL accepts connections again")
         for due, child in list(self.pending_restart):
             if now >= due:
                 child.start()
@@ -250,6 +291,21 @@ class _Injector:
                 self.report.injections.append(f"t={elapsed:.1f}s restart {child.name}")
         while self.plan and done_fraction >= self.plan[0][0]:
             _, what = self.plan.pop(0)
+            if what == "pg" and self.proxy is not None:
+                self.proxy.down()
+                self.pg_back_at = now + self.pg_outage
+                self.report.injections.append(
+                    f"t={elapsed:.1f}s ({done_fraction:.0%} done) PostgreSQL refuses connections for "
+                    f"{self.pg_outage:.0f}s")
+                continue
+            if what == "api" and self.api is not None:
+                self.api.signal(signal.SIGKILL)
+                if self.api.proc is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self.api.proc.wait(10)
+                self.pending_restart.append((time.monotonic() + self.restart_delay, self.api))
+                self.report.injections.append(f"t={elapsed:.1f}s ({done_fraction:.0%} done) SIGKILL api")
+                continue
             if what == "kill":
                 child = self.workers[self.kill_count % len(self.workers)]
                 self.kill_count += 1
@@ -277,6 +333,9 @@ class _Injector:
                     f"t={elapsed:.1f}s ({done_fraction:.0%} done) FLUSHDB ({keys} keys dropped)")
 
     def finish(self, elapsed: float) -> None:
+        if self.pg_back_at is not None and self.proxy is not None:
+            self.proxy.start()
+            self.pg_back_at = None
         for _, child in self.pending_restart:
             child.start()
             self.report.injections.append(f"t={elapsed:.1f}s restart {child.name}")
@@ -379,14 +438,23 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
     run_tag = uuid.uuid4().hex[:8]
     say = print if progress else (lambda *a, **k: None)
     sim: Child | None = None
+    proxy = None
     try:
         with _database(cfg, workdir) as db_url:
             sim, sim_url = _start_simulator(cfg, workdir, dict(os.environ))
-            env = _env(cfg, workdir, db_url, redis_url, sim_url)
+            proxy: TcpProxy | None = None
+            workers_db_url = db_url
+            if cfg.pg_outage > 0 and cfg.db == "postgresql":
+                # genqueue's processes reach PostgreSQL through a proxy we can take down; this
+                # harness keeps watching over a direct connection.
+                proxy = TcpProxy("127.0.0.1", make_url(db_url).port or 5432)
+                proxy.start()
+                workers_db_url = make_url(db_url).set(port=proxy.port).render_as_string(hide_password=False)
+            env = _env(cfg, workdir, workers_db_url, redis_url, sim_url)
             saved = dict(os.environ)
             os.environ.update(env)
             try:
-                settings = load_settings(_env_file=None)
+                settings = load_settings(_env_file=None, database_url=db_url)
             finally:
                 os.environ.clear()
                 os.environ.update(saved)
@@ -397,11 +465,22 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
             secret = settings.secrets_key.get_secret_value() if settings.secrets_key else None
             intake = Intake(sessions, load_cipher(secret, settings.data_dir), settings.secret_field_names,
                             Enqueuer(celery), settings.job_deadline_seconds)
+            t_start = time.monotonic()
             with Stack(env, workdir / "logs") as stack:
                 workers = [stack.add(f"worker-{i}", "worker", "--concurrency", str(cfg.concurrency))
                            for i in range(cfg.workers)]
                 stack.add("beat", "beat")
-                injector = _Injector(cfg, workers, rclient, report)
+                api: Child | None = None
+                http: HttpSubmitter | None = None
+                if cfg.api_restarts > 0:
+                    port = free_port()
+                    api = stack.add("api", "api", "--port", str(port))
+                    if not wait_http(f"http://127.0.0.1:{port}/healthz", 30):
+                        raise RuntimeError("api did not start")
+                    with sessions.begin() as s:
+                        _, key = create_key(s, "chaos", Role.ADMIN)
+                    http = HttpSubmitter(f"http://127.0.0.1:{port}", key, deadline=t_start + cfg.timeout)
+                injector = _Injector(cfg, workers, rclient, report, api=api, proxy=proxy)
                 requests = [_request(run_tag, i) for i in range(cfg.jobs)]
                 full_inputs: dict[str, dict[str, Any]] = {}
                 ids: list[str] = []
@@ -418,10 +497,15 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
                     if wave * per_wave < cfg.jobs and now >= next_wave_at:
                         chunk = requests[wave * per_wave:(wave + 1) * per_wave]
                         for start in range(0, len(chunk), 500):
-                            jobs, _ = intake.submit(chunk[start:start + 500], batch=True)
-                            for job, req in zip(jobs, chunk[start:start + 500], strict=True):
-                                ids.append(job.id)
-                                full_inputs[job.id] = dict(req.input)
+                            part = chunk[start:start + 500]
+                            if http is not None:
+                                part_ids = http.submit(part, f"{run_tag}-{wave}-{start}",
+                                                       lambda: injector.tick(0.0, time.monotonic() - t0))
+                            else:
+                                part_ids = [j.id for j in intake.submit(part, batch=True)[0]]
+                            for job_id, req in zip(part_ids, part, strict=True):
+                                ids.append(job_id)
+                                full_inputs[job_id] = dict(req.input)
                         wave += 1
                         next_wave_at = now + cfg.wave_interval
                     with sessions() as s:
@@ -465,6 +549,8 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
             verify(jobs_list, records, full_inputs, report)
             _scan_logs(workdir / "logs", report)
     finally:
+        if proxy is not None:
+            proxy.down()
         if sim is not None:
             sim.stop()
         rclient.flushdb()
@@ -488,6 +574,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--kills", type=int, default=d.kills)
     ap.add_argument("--flushes", type=int, default=d.flushes)
+    ap.add_argument("--pg-outage", type=float, default=d.pg_outage, help="seconds PostgreSQL refuses connections")
+    ap.add_argument("--api-restarts", type=int, default=d.api_restarts, help="submit over HTTP; SIGKILL the API")
     ap.add_argument("--timeout", type=float, default=d.timeout)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--keep-db", action="store_true")
