@@ -25,11 +25,15 @@ from urllib.parse import unquote_to_bytes
 
 import httpx
 
+from worker.sniff import choose_type, sniff_content_type
+
+__all__ = ["OutputError", "OutputExpired", "OutputRefused", "OutputSource", "OutputTransient", "host_allowed",
+           "open_output", "sniff_content_type"]
+
 MAX_REDIRECTS = 5
 CHUNK_SIZE = 64 * 1024
 _SNIFF_BYTES = 512
 _REDIRECTS = {301, 302, 303, 307, 308}
-_OCTET = {"", "application/octet-stream", "binary/octet-stream"}
 
 
 class OutputError(Exception):
@@ -67,36 +71,6 @@ class OutputSource:
         if self._closer is not None:
             closer, self._closer = self._closer, None
             closer()
-
-
-def sniff_content_type(first: bytes) -> str | None:
-    """Recognise PNG, JPEG, GIF, WEBP, AVIF and SVG from the first bytes; None otherwise."""
-    if first.startswith(b"\x89PNG\r\n\x1a\n") or first.startswith(b"\x89PNG"):
-        return "image/png"
-    if first.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if first.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif"
-    if len(first) >= 12 and first[:4] == b"RIFF" and first[8:12] == b"WEBP":
-        return "image/webp"
-    if len(first) >= 12 and first[4:8] == b"ftyp" and first[8:12] in (b"avif", b"avis"):
-        return "image/avif"
-    head = first.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if head.startswith(b"<svg") or (head.startswith((b"<?xml", b"<!doctype svg")) and b"<svg" in head):
-        return "image/svg+xml"
-    return None
-
-
-def _choose_type(declared: str, first: bytes) -> str:
-    media = declared.split(";", 1)[0].strip().lower()
-    sniffed = sniff_content_type(first)
-    if media in _OCTET:
-        return sniffed or "application/octet-stream"
-    if media.startswith("image/") and sniffed != media:
-        # The bytes decide: an "image" whose bytes are no image we know is stored as opaque bytes,
-        # never served back under a type a browser would render.
-        return sniffed or "application/octet-stream"
-    return media
 
 
 def _normalize_host(entry: str) -> str:
@@ -170,7 +144,7 @@ def _decode_data_uri(ref: str, max_bytes: int) -> OutputSource:
             raise OutputRefused("output_fetch_failed", "malformed base64 in data: URI") from exc
     if len(raw) > max_bytes:
         raise OutputRefused("output_too_large", "data: URI exceeds the size limit")
-    return OutputSource(content_type=_choose_type(declared, raw[:_SNIFF_BYTES]), chunks=iter([raw]))
+    return OutputSource(content_type=choose_type(declared, raw[:_SNIFF_BYTES]), chunks=iter([raw]))
 
 
 def _status_error(response: httpx.Response, url: httpx.URL) -> OutputError:
@@ -272,7 +246,7 @@ def _stream_response(response: httpx.Response, url: httpx.URL, max_bytes: int, d
         raise _transport_failure(exc, url) from exc
     if len(head) > max_bytes:
         raise OutputRefused("output_too_large", f"output {_safe(url)} exceeds {max_bytes} bytes")
-    content_type = _choose_type(response.headers.get("content-type", ""), head[:_SNIFF_BYTES])
+    content_type = choose_type(response.headers.get("content-type", ""), head[:_SNIFF_BYTES])
     return OutputSource(
         content_type=content_type,
         chunks=_counted(response, url, head, rest, max_bytes, deadline),
