@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # call then usually returns the finished prediction: no poll at all. It holds a worker slot for
     # that long, so pair it with `genqueue worker --pool threads --concurrency 64`.
     create_wait_auto_max: int = Field(0, ge=0, le=60, validation_alias=_alias("GENQUEUE_CREATE_WAIT_AUTO"))
+    # Refresh running predictions by list pages (one GET per ~100 in flight) instead of one GET each.
+    poll_by_page: bool = Field(False, validation_alias=_alias("GENQUEUE_POLL_BY_PAGE"))
     job_deadline_seconds: float = Field(3600.0, gt=0, validation_alias=_alias("GENQUEUE_JOB_DEADLINE"))
     max_deliveries: int = Field(8, gt=0, validation_alias=_alias("GENQUEUE_MAX_DELIVERIES"))
     sweep_interval: float = Field(15.0, gt=0, validation_alias=_alias("GENQUEUE_SWEEP_INTERVAL"))

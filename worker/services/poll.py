@@ -7,7 +7,7 @@ itself with a countdown, so one worker process carries thousands of predictions 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from models.base import utcnow
 from models.jobs import touch
@@ -17,6 +17,7 @@ from worker.replicate import PermanentError, Prediction, TransientError
 from worker.runtime import WorkerContext
 from worker.services.observe import apply_terminal, duration, prediction_fields
 from worker.services.outcomes import DONE, Next, RetryLater, backoff
+from worker.services.pages import is_fresh, refresh_page
 from worker.services.submit import fail
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,20 @@ def next_delay(ctx: WorkerContext, job: Job, p: Prediction) -> float:
     if p.status == "starting":
         return min(s.poll_max_delay, max(0.5, s.poll_initial_delay))
     return min(s.poll_max_delay, s.poll_initial_delay * (1.25 ** min(job.polls, 20)))
+
+
+def _skip(ctx: WorkerContext, job: Job, now: datetime) -> Next:
+    """No GET: reschedule from what we know of the prediction."""
+    known = Prediction(id=job.prediction_id or "", status=job.prediction_status or "processing", model=job.model,
+                       version=job.version, output=None, error=None, data_removed=False,
+                       created_at=job.prediction_created_at, started_at=job.prediction_started_at, completed_at=None,
+                       urls_get=job.prediction_get_url, urls_cancel=job.prediction_cancel_url, predict_time=None,
+                       total_time=None, input_digest=None)
+    delay = next_delay(ctx, job, known)
+    with ctx.sessions.begin() as session:
+        touch(session, job.id, JobStatus.RUNNING, polls=job.polls + 1, deliveries=0,
+              next_check_at=now + timedelta(seconds=delay))
+    return Next("poll", delay)
 
 
 def poll(ctx: WorkerContext, job_id: str) -> Next:
@@ -62,6 +77,11 @@ def poll(ctx: WorkerContext, job_id: str) -> Next:
             log.info("job=%s canceled prediction=%s on Replicate", job.id, p.id)
             if not p.is_terminal:  # cancel accepted; the next poll sees the final status
                 p = ctx.replicate.get(job.prediction_get_url)
+        elif ctx.settings.poll_by_page:
+            if is_fresh(ctx, job.prediction_id or ""):
+                return _skip(ctx, job, now)  # a page read by another poll just saw it running
+            found = refresh_page(ctx, job, lambda j, q: next_delay(ctx, j, q))
+            p = found if found is not None else ctx.replicate.get(job.prediction_get_url)
         else:
             p = ctx.replicate.get(job.prediction_get_url)
     except TransientError as exc:
