@@ -88,6 +88,8 @@ def _submit(ctx: WorkerContext, job_id: str) -> Next:
         job = session.get(Job, job_id)
         if job is None or job.status not in (JobStatus.QUEUED, JobStatus.SUBMITTING):
             return DONE  # already past this step (a duplicate message, or the sweeper raced us)
+        # Detached: changes to this object are never flushed; every write is a compare-and-set.
+        session.expunge(job)
         now = utcnow()
         if job.next_check_at is not None and now < job.next_check_at - EARLY:
             return DONE  # another chain owns this job until next_check_at
