@@ -1,5 +1,5 @@
 """Fixtures for the security tests; the helpers live in sec_support.py (a unique module name)."""
 
-from sec_support import make_trap, redis_server, sec_api, sec_redis_url, trap
+from sec_support import make_trap, sec_api, sec_redis_url, trap
 
-__all__ = ["make_trap", "redis_server", "sec_api", "sec_redis_url", "trap"]
+__all__ = ["make_trap", "sec_api", "sec_redis_url", "trap"]

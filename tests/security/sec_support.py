@@ -7,10 +7,6 @@ asserting the trap's request list is empty.
 
 from __future__ import annotations
 
-import itertools
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -138,58 +133,14 @@ def make_trap() -> Iterator[Callable[[Answer], TrapServer]]:
         s.stop()
 
 
-# ---- a Redis server of our own ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private redis-server on a free loopback port (base URL without a DB index). Other test runs
-    share the machine's Redis on 6379; a private server keeps their workers from eating our Celery
-    messages and lets MONITOR see only our traffic."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    folder = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-                             "--save", "", "--appendonly", "no", "--databases", "16"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
-    client.close()
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-_private_dbs = itertools.cycle(range(16))
+# ---- Redis ---------------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def sec_redis_url(redis_server: str) -> Iterator[str]:
-    """A DB index of the private Redis server, flushed before and after."""
-    url = f"{redis_server}/{next(_private_dbs)}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    try:
-        yield url
-    finally:
-        client.flushdb()
-        client.close()
+def sec_redis_url(redis_url: str) -> str:
+    """A DB index of the test session's private Redis (tests/conftest.py), so MONITOR in the leak
+    search sees only this session's traffic."""
+    return redis_url
 
 
 # ---- the API with keys -----------------------------------------------------------------------------

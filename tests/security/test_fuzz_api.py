@@ -27,6 +27,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.generation.modes import GenerationMode
 from sec_support import SecApi, build_api, job_body
 
+from tests.conftest import redis_base
+
 EXAMPLES = int(os.environ.get("GENQUEUE_FUZZ_EXAMPLES", "25"))
 TALLY: dict[str, Counter[int]] = {}
 SERVER_ERRORS: list[str] = []
@@ -37,9 +39,9 @@ ANSWER_WITHIN = 10.0
 
 
 @pytest.fixture(scope="module")
-def fuzz_api(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Iterator[SecApi]:
+def fuzz_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecApi]:
     tmp = tmp_path_factory.mktemp("fuzz")
-    api, close = build_api(f"sqlite:///{tmp}/fuzz.db", f"{redis_server}/15", tmp,
+    api, close = build_api(f"sqlite:///{tmp}/fuzz.db", f"{redis_base()}/15", tmp,
                            GENQUEUE_API_RATE_PER_MIN=100_000_000)
     # Some data to find: jobs of the admin key and of another key.
     for who in ("admin", "alice"):
