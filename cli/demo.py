@@ -123,9 +123,7 @@ def _wait_for_worker(celery: Any, console: Console, timeout: float = 60.0) -> No
 
 
 def _watch(console: Console, sessions: object, ids: list[str], timeout: float) -> bool:
-    from sqlalchemy import func, select
-
-    from models.tables import Job
+    from models.stats import Filters, status_counts
 
     deadline = time.monotonic() + timeout
     with Progress(TextColumn("jobs"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
@@ -133,8 +131,7 @@ def _watch(console: Console, sessions: object, ids: list[str], timeout: float) -
         bar = progress.add_task("", total=len(ids))
         while time.monotonic() < deadline:
             with sessions() as session:  # type: ignore[operator]
-                counts = dict(session.execute(select(Job.status, func.count()).where(Job.id.in_(ids))
-                                              .group_by(Job.status)).all())
+                counts = status_counts(session, Filters(job_ids=ids))
             done = sum(counts.get(s, 0) for s in TERMINAL)
             progress.update(bar, completed=done, description=" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
             if done == len(ids):

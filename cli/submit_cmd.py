@@ -126,9 +126,8 @@ def _where(raw: list[tuple[str, dict[str, Any]]], field: str) -> str:
 def _wait(sessions: Any, ids: list[str], timeout: float) -> None:
     from rich.console import Console
     from rich.progress import Progress
-    from sqlalchemy import func, select
 
-    from models.tables import Job
+    from models.stats import Filters, status_counts
 
     deadline = time.monotonic() + timeout
     # Progress on stderr: stdout stays one job id per line, then the summary.
@@ -136,9 +135,7 @@ def _wait(sessions: Any, ids: list[str], timeout: float) -> None:
         bar = progress.add_task("waiting", total=len(ids))
         while True:
             with sessions() as session:
-                counts = dict(
-                    session.execute(select(Job.status, func.count()).where(Job.id.in_(ids)).group_by(Job.status)).all()
-                )
+                counts = status_counts(session, Filters(job_ids=ids))
             done = sum(counts.get(t, 0) for t in TERMINAL)
             progress.update(bar, completed=done)
             if done == len(ids) or time.monotonic() > deadline:

@@ -13,7 +13,7 @@ from models.base import utcnow
 from models.jobs import touch
 from models.status import ErrorCode, JobStatus
 from models.tables import Job
-from worker.replicate import PermanentError, Prediction, TransientError
+from worker.replicate import PermanentError, TransientError
 from worker.runtime import WorkerContext
 from worker.services.observe import apply_terminal, duration, prediction_fields
 from worker.services.outcomes import DONE, Next, RetryLater, backoff
@@ -25,27 +25,22 @@ log = logging.getLogger(__name__)
 EARLY = timedelta(seconds=0.25)
 
 
-def next_delay(ctx: WorkerContext, job: Job, p: Prediction) -> float:
+def next_delay(ctx: WorkerContext, job: Job, status: str | None, created_at: datetime | None) -> float:
     """Poll just after the model's usual finish time, then back off (bounded) for long predictions."""
     s = ctx.settings
     expected = ctx.durations.expected(job.model)
-    if expected is not None and p.created_at is not None:
-        remaining = expected * 1.05 - (utcnow() - p.created_at).total_seconds()
+    if expected is not None and created_at is not None:
+        remaining = expected * 1.05 - (utcnow() - created_at).total_seconds()
         if remaining > 0.1:
             return min(s.poll_max_delay, remaining + 0.05)
-    if p.status == "starting":
+    if status == "starting":
         return min(s.poll_max_delay, max(0.5, s.poll_initial_delay))
     return min(s.poll_max_delay, s.poll_initial_delay * (1.25 ** min(job.polls, 20)))
 
 
 def _skip(ctx: WorkerContext, job: Job, now: datetime) -> Next:
     """No GET: reschedule from what we know of the prediction."""
-    known = Prediction(id=job.prediction_id or "", status=job.prediction_status or "processing", model=job.model,
-                       version=job.version, output=None, error=None, data_removed=False,
-                       created_at=job.prediction_created_at, started_at=job.prediction_started_at, completed_at=None,
-                       urls_get=job.prediction_get_url, urls_cancel=job.prediction_cancel_url, predict_time=None,
-                       total_time=None, input_digest=None)
-    delay = next_delay(ctx, job, known)
+    delay = next_delay(ctx, job, job.prediction_status, job.prediction_created_at)
     with ctx.sessions.begin() as session:
         touch(session, job.id, JobStatus.RUNNING, polls=job.polls + 1, deliveries=0,
               next_check_at=now + timedelta(seconds=delay))
@@ -80,7 +75,7 @@ def poll(ctx: WorkerContext, job_id: str) -> Next:
         elif ctx.settings.poll_by_page:
             if is_fresh(ctx, job.prediction_id or ""):
                 return _skip(ctx, job, now)  # a page read by another poll just saw it running
-            found = refresh_page(ctx, job, lambda j, q: next_delay(ctx, j, q))
+            found = refresh_page(ctx, job, lambda j, q: next_delay(ctx, j, q.status, q.created_at))
             p = found if found is not None else ctx.replicate.get(job.prediction_get_url)
         else:
             p = ctx.replicate.get(job.prediction_get_url)
@@ -99,7 +94,7 @@ def poll(ctx: WorkerContext, job_id: str) -> Next:
             if p.status == "succeeded":
                 ctx.durations.observe(job.model, duration(p))
             return apply_terminal(session, job, JobStatus.RUNNING, p, now)
-        delay = next_delay(ctx, job, p)
+        delay = next_delay(ctx, job, p.status, p.created_at)
         log.debug("job=%s prediction=%s %s; next poll in %.2fs", job.id, p.id, p.status, delay)
         touch(session, job.id, JobStatus.RUNNING, **prediction_fields(p), polls=job.polls + 1, deliveries=0,
               next_check_at=now + timedelta(seconds=delay))
