@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     create_rate_per_min: int = Field(600, gt=0, validation_alias=_alias("GENQUEUE_CREATE_RATE_PER_MIN"))
     read_rate_per_min: int = Field(3000, gt=0, validation_alias=_alias("GENQUEUE_READ_RATE_PER_MIN"))
     poll_initial_delay: float = Field(1.0, ge=0, validation_alias=_alias("GENQUEUE_POLL_INITIAL_DELAY"))
-    poll_max_delay: float = Field(30.0, gt=0, validation_alias=_alias("GENQUEUE_POLL_MAX_DELAY"))
+    poll_max_delay: float = Field(30.0, gt=0, le=300, validation_alias=_alias("GENQUEUE_POLL_MAX_DELAY"))
     # Prefer: wait seconds on create: short predictions finish inside the create call, saving GETs.
     create_wait_seconds: int = Field(0, ge=0, le=60, validation_alias=_alias("GENQUEUE_CREATE_WAIT"))
     # Prefer: wait only for models observed to finish within this many seconds (0 = never). The create

@@ -7,9 +7,11 @@ from celery import Celery
 from core.settings import Settings
 from worker.enqueue import FOLLOW_QUEUE, QUEUE
 
-# Longest countdown we ever schedule (poll back-off, retry-after): the visibility timeout must exceed
-# it, or Redis redelivers delayed messages that are merely waiting.
-MAX_COUNTDOWN = 600
+# Longest countdown any task is sent with (retries are capped to it in worker/tasks.py; polls wait at
+# most GENQUEUE_POLL_MAX_DELAY). Redis redelivers an unacked message after the visibility timeout, so
+# that must be well above it or delayed messages that are merely waiting would run twice.
+MAX_COUNTDOWN = 300.0
+VISIBILITY_TIMEOUT = 1800
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -27,7 +29,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         # "priority": workers always take from the queues in the order given (-Q follow,new), so
         # polls and stores are never stuck behind a backlog of submits.
-        broker_transport_options={"visibility_timeout": MAX_COUNTDOWN * 3, "queue_order_strategy": "priority"},
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT, "queue_order_strategy": "priority"},
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         worker_enable_soft_shutdown_on_idle=True,

@@ -14,12 +14,12 @@ from celery import Celery, Task
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker import enqueue, runtime
+from worker.celery_app import MAX_COUNTDOWN
 from worker.runtime import WorkerContext
 from worker.services.outcomes import Next, RetryLater, backoff
 
 log = logging.getLogger(__name__)
 
-MAX_RETRY_COUNTDOWN = 300.0
 
 
 def _follow(ctx: WorkerContext, job_id: str, nxt: Next) -> None:
@@ -47,7 +47,7 @@ def _again(task: Task, job_id: str, delay: float) -> None:
     # deadline and delivery counter bound them instead.
     queue = enqueue.QUEUE if task.name == enqueue.SUBMIT else enqueue.FOLLOW_QUEUE
     task.app.send_task(task.name, args=[job_id], queue=queue,
-                       countdown=min(MAX_RETRY_COUNTDOWN, max(0.05, delay)))
+                       countdown=min(MAX_COUNTDOWN, max(0.05, delay)))
 
 
 def _run(task: Task, job_id: str, service: Callable[[WorkerContext, str], Next]) -> None:
