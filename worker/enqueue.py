@@ -24,8 +24,9 @@ class Enqueuer:
         self._app = app
 
     def submit(self, job_ids: list[str]) -> None:
-        # One broker connection and producer for the whole batch, not one acquired per message.
-        with self._app.producer_or_acquire() as producer:
+        # One producer for the whole batch, and its LPUSHes sent as one Redis pipeline (kombu's
+        # publish batch) rather than one round trip and one client per message.
+        with self._app.producer_or_acquire() as producer, producer.batch():
             for job_id in job_ids:
                 self._app.send_task(SUBMIT, args=[job_id], queue=QUEUE, producer=producer)
 
