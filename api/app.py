@@ -14,7 +14,15 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import dashboard, routes_health, routes_jobs, routes_metrics, routes_outputs, routes_stats
+from api import (
+    dashboard,
+    routes_health,
+    routes_jobs,
+    routes_metrics,
+    routes_outputs,
+    routes_stats,
+    routes_webhooks,
+)
 from api.bodylimit import BodySizeLimit
 from api.deps import JobEnqueuer, OutputReader
 from api.errors import install_error_handlers
@@ -100,5 +108,6 @@ def create_app(
     app.include_router(routes_outputs.router)
     app.include_router(routes_stats.router)
     app.include_router(routes_metrics.router)
+    app.include_router(routes_webhooks.router)
     app.include_router(dashboard.router)
     return app

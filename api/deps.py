@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,6 +19,10 @@ class JobEnqueuer(Protocol):
     def __call__(self, job_ids: list[str]) -> None: ...
 
     def cancel(self, job_id: str) -> None: ...
+
+    def poll(self, job_id: str, countdown: float = 0.0) -> None: ...
+
+    def observe(self, job_id: str, prediction: dict[str, Any]) -> None: ...
 
 
 class OutputReader(Protocol):

@@ -51,6 +51,7 @@ class Options:
     keep_logs: bool = False
     submit_with_workers: bool = False
     baseline_threads: int = 32
+    webhooks: bool = False
 
     def n(self, full: int) -> int:
         return max(1, round(full * self.scale))
@@ -164,13 +165,17 @@ class Harness:
 
     def start_genqueue(self, *, api: bool = True, workers: bool = True, beat: bool = True,
                        env_extra: dict[str, str] | None = None) -> None:
-        self.env = self.genqueue_env(env_extra)
+        port = free_port()
+        extra = dict(env_extra or {})
+        if api and self.opts.webhooks:
+            # Replicate (the simulator) pushes finished predictions to this API; polls become a safety net.
+            extra["GENQUEUE_WEBHOOK_URL"] = f"http://127.0.0.1:{port}"
+        self.env = self.genqueue_env(extra)
         self.cli("migrate")
         self.api_key = self.cli("keys", "create", "--name", "bench", "--role", "admin").strip().splitlines()[-1]
         self.engine = create_engine(self.db_url, pool_size=2)
         self.stack = Stack(self.env, self.logs)
         if api:
-            port = free_port()
             self.api_url = f"http://127.0.0.1:{port}"
             self.stack.add("api", "api", "--port", str(port), "--workers", str(self.opts.api_workers))
         if workers:

@@ -64,6 +64,8 @@ def main() -> int:
                     help="genqueue setting for its processes (repeatable), e.g. GENQUEUE_CREATE_WAIT=5")
     ap.add_argument("--submit-with-workers", action="store_true",
                     help="workload 3: run worker and beat while submitting (default: API only)")
+    ap.add_argument("--webhooks", action="store_true",
+                    help="the simulator pushes finished predictions to genqueue's API (GENQUEUE_WEBHOOK_URL)")
     ap.add_argument("--write", action="store_true", help="store results and rewrite BENCHMARKS.md")
     ap.add_argument("--keep-logs", action="store_true", help="keep each workload's temp dir and process logs")
     args = ap.parse_args()
@@ -75,7 +77,7 @@ def main() -> int:
     opts = Options(scale=args.scale, db=args.db, workers=args.workers, concurrency=args.concurrency,
                    pool=args.pool, api_workers=args.api_workers, env=parse_env(args.env),
                    keep_logs=args.keep_logs, submit_with_workers=args.submit_with_workers,
-                   baseline_threads=args.baseline_threads)
+                   baseline_threads=args.baseline_threads, webhooks=args.webhooks)
     private = None
     if args.redis_db is None:
         redis_dir = Path(tempfile.mkdtemp(prefix="gq-bench-redis-"))

@@ -72,6 +72,9 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, max=512)] = 4,
     except Exception as exc:
         die(str(exc))
     setup_logging(s.log_level)
+    if pool == "threads" and "db_pool_size" not in s.model_fields_set:
+        # Every thread may hold a session at once; a pool much smaller than that churns connections.
+        s = s.model_copy(update={"db_pool_size": min(concurrency, 32)})
     celery = make_worker_app(s)
     argv = ["worker", "-Q", f"{FOLLOW_QUEUE},{QUEUE}", "-c", str(concurrency), "-P", pool, "--loglevel", s.log_level,
             "--without-gossip", "--without-mingle"]

@@ -62,6 +62,17 @@ class Settings(BaseSettings):
     create_wait_auto_max: int = Field(0, ge=0, le=60, validation_alias=_alias("GENQUEUE_CREATE_WAIT_AUTO"))
     # Refresh running predictions by list pages (one GET per ~100 in flight) instead of one GET each.
     poll_by_page: bool = Field(False, validation_alias=_alias("GENQUEUE_POLL_BY_PAGE"))
+    # Webhooks: the API's public base URL as Replicate should call it (https://genqueue.example.com).
+    # When set, every create asks Replicate to POST the finished prediction to
+    # <url>/v1/replicate/webhook?job=<id>; polls then become a safety net (below). Unset = poll only.
+    webhook_url: str | None = Field(None, validation_alias=_alias("GENQUEUE_WEBHOOK_URL"))
+    # The whsec_... signing secret; unset = fetched once from Replicate (GET /v1/webhooks/default/secret).
+    webhook_secret: SecretStr | None = Field(None, validation_alias=_alias("GENQUEUE_WEBHOOK_SECRET"))
+    # With webhooks on, a running prediction is polled at most this often (a missed webhook is noticed
+    # within about this long; Replicate retries a failed delivery for about a minute).
+    webhook_poll_interval: float = Field(90.0, gt=0, le=300, validation_alias=_alias("GENQUEUE_WEBHOOK_POLL_INTERVAL"))
+    # SQL connections each worker process keeps open (a threads-pool worker gets min(concurrency, 32)).
+    db_pool_size: int = Field(4, ge=1, le=128, validation_alias=_alias("GENQUEUE_DB_POOL_SIZE"))
     job_deadline_seconds: float = Field(3600.0, gt=0, validation_alias=_alias("GENQUEUE_JOB_DEADLINE"))
     max_deliveries: int = Field(8, gt=0, validation_alias=_alias("GENQUEUE_MAX_DELIVERIES"))
     sweep_interval: float = Field(15.0, gt=0, validation_alias=_alias("GENQUEUE_SWEEP_INTERVAL"))
@@ -94,6 +105,16 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL ending in /v1")
         if not v.endswith("/v1"):
             raise ValueError("must end with /v1, e.g. https://api.replicate.com/v1")
+        return v
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        v = v.rstrip("/")
+        if not v.startswith(("http://", "https://")) or "?" in v or "#" in v:
+            raise ValueError("must be the API's base URL, e.g. https://genqueue.example.com")
         return v
 
     @field_validator("database_url")

@@ -1,10 +1,12 @@
 """Sending work to the workers: the one piece of `worker/` that producers (api, intake) import.
 
-Messages carry only a job id (JSON), never input or secrets. Tasks are sent by name so producers
-don't import task code.
+Messages carry a job id (JSON), plus, for a webhook, the finished prediction without its input: never
+input or secrets. Tasks are sent by name so producers don't import task code.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from celery import Celery
 
@@ -16,6 +18,7 @@ SUBMIT = "genqueue.submit"
 POLL = "genqueue.poll"
 STORE = "genqueue.store"
 CANCEL = "genqueue.cancel"
+OBSERVE = "genqueue.observe"
 SWEEP = "genqueue.sweep"
 
 
@@ -38,6 +41,11 @@ class Enqueuer:
 
     def store(self, job_id: str, countdown: float = 0.0) -> None:
         self._app.send_task(STORE, args=[job_id], queue=FOLLOW_QUEUE, countdown=countdown or None)
+
+    def observe(self, job_id: str, prediction: dict[str, Any]) -> None:
+        """A finished prediction that Replicate pushed (webhook): its status, outputs, error and
+        metrics only; the API strips `input` and `logs` before this, so no secret is on the broker."""
+        self._app.send_task(OBSERVE, args=[job_id, prediction], queue=FOLLOW_QUEUE)
 
     def cancel(self, job_id: str) -> None:
         self._app.send_task(CANCEL, args=[job_id], queue=FOLLOW_QUEUE)

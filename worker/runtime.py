@@ -25,6 +25,7 @@ from worker.durations import Durations
 from worker.enqueue import Enqueuer
 from worker.ratelimit import CircuitBreaker, RateLimiter
 from worker.replicate import ReplicateClient, make_http_client
+from worker.transport import PerThreadTransport
 
 if TYPE_CHECKING:
     from storage import Storage
@@ -68,6 +69,7 @@ def build_context(settings: Settings, app: Any) -> WorkerContext:
         base_url=settings.replicate_base_url,
         token=settings.token(),
         timeout=settings.replicate_timeout,
+        transport=PerThreadTransport(),
     )
     storage = make_storage(
         settings.effective_storage_url,
@@ -80,10 +82,13 @@ def build_context(settings: Settings, app: Any) -> WorkerContext:
     )
     return WorkerContext(
         settings=settings,
-        # Small steady pool; overflow covers a threads-pool worker's bursts of concurrent commits.
-        sessions=make_session_factory(make_engine(settings.effective_database_url, pool_size=4)),
+        # Sized to the process's concurrency (the CLI sets it for a threads pool): overflow connections
+        # are closed when returned, so a pool smaller than the steady demand reconnects all the time.
+        sessions=make_session_factory(make_engine(settings.effective_database_url,
+                                                  pool_size=settings.db_pool_size, pre_ping=False)),
         replicate=ReplicateClient(http, settings.replicate_base_url, on_response=recorder.replicate_response),
-        downloads=httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False),
+        downloads=httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False,
+                               transport=PerThreadTransport()),
         storage=storage,
         limiter=RateLimiter(rclient, create_per_min=settings.create_rate_per_min,
                             read_per_min=settings.read_rate_per_min),

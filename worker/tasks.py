@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from celery import Celery, Task
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -42,31 +43,32 @@ def _follow(ctx: WorkerContext, job_id: str, nxt: Next) -> None:
         ctx.enqueuer.submit([job_id])
 
 
-def _again(task: Task, job_id: str, delay: float) -> None:
+def _again(task: Task, job_id: str, delay: float, name: str | None = None) -> None:
     # A fresh message (not task.retry): retries of these steps are unbounded by design; the job's
     # deadline and delivery counter bound them instead.
-    queue = enqueue.QUEUE if task.name == enqueue.SUBMIT else enqueue.FOLLOW_QUEUE
-    task.app.send_task(task.name, args=[job_id], queue=queue,
-                       countdown=min(MAX_COUNTDOWN, max(0.05, delay)))
+    name = name or task.name
+    queue = enqueue.QUEUE if name == enqueue.SUBMIT else enqueue.FOLLOW_QUEUE
+    task.app.send_task(name, args=[job_id], queue=queue, countdown=min(MAX_COUNTDOWN, max(0.05, delay)))
 
 
-def _run(task: Task, job_id: str, service: Callable[[WorkerContext, str], Next]) -> None:
+def _run(task: Task, job_id: str, service: Callable[[WorkerContext, str], Next], retry_as: str | None = None) -> None:
     ctx = runtime.get()
     try:
         nxt = service(ctx, job_id)
         _follow(ctx, job_id, nxt)
     except RetryLater as later:
         log.info("job=%s %s retry in %.2fs: %s", job_id, task.name, later.delay, later.reason)
-        _again(task, job_id, later.delay)
+        _again(task, job_id, later.delay, retry_as)
     except (OperationalError, InterfaceError) as exc:
         # The database is away (restart, failover): try the same step again shortly. If the broker
         # is away too, the sweeper re-sends the step once both are back.
         log.warning("job=%s %s database unavailable (%s); retrying", job_id, task.name, type(exc).__name__)
-        _again(task, job_id, backoff(task.request.retries or 2, base=1.0, cap=15.0))
+        _again(task, job_id, backoff(task.request.retries or 2, base=1.0, cap=15.0), retry_as)
 
 
 def register(app: Celery) -> None:
     from worker.services.poll import poll
+    from worker.services.pushed import observe_pushed
     from worker.services.store import store
     from worker.services.submit import submit
     from worker.services.sweep import sweep
@@ -83,6 +85,12 @@ def register(app: Celery) -> None:
     @app.task(name=enqueue.CANCEL, bind=True)
     def cancel_task(self: Task, job_id: str) -> None:
         _run(self, job_id, poll)
+
+    @app.task(name=enqueue.OBSERVE, bind=True)
+    def observe_task(self: Task, job_id: str, prediction: dict[str, Any]) -> None:
+        # A push that cannot be applied now (database away) falls back to a poll of the job: the
+        # prediction itself is not re-sent around the broker.
+        _run(self, job_id, lambda ctx, jid: observe_pushed(ctx, jid, prediction), retry_as=enqueue.POLL)
 
     @app.task(name=enqueue.STORE, bind=True)
     def store_task(self: Task, job_id: str) -> None:

@@ -31,6 +31,8 @@ class RecordingEnqueuer:
     def __init__(self) -> None:
         self.submitted: list[str] = []
         self.canceled: list[str] = []
+        self.polled: list[str] = []
+        self.observed: list[tuple[str, dict[str, Any]]] = []
 
     def submit(self, job_ids: list[str]) -> None:
         self.submitted.extend(job_ids)
@@ -40,6 +42,12 @@ class RecordingEnqueuer:
 
     def cancel(self, job_id: str) -> None:
         self.canceled.append(job_id)
+
+    def poll(self, job_id: str, countdown: float = 0.0) -> None:
+        self.polled.append(job_id)
+
+    def observe(self, job_id: str, prediction: dict[str, Any]) -> None:
+        self.observed.append((job_id, prediction))
 
 
 class MemoryStorage:

@@ -86,9 +86,23 @@ class Pipeline:
                              f"logs in {self.stack.log_dir}")
 
 
+def _wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
 @contextmanager
 def pipeline(tmp: Path, db_url: str, redis_url: str, sim_url: str, *, concurrency: int = 4, beat: bool = False,
-             env_extra: dict[str, str] | None = None, pool: str = "prefork") -> Iterator[Pipeline]:
+             env_extra: dict[str, str] | None = None, pool: str = "prefork",
+             api_port: int | None = None) -> Iterator[Pipeline]:
+    """`api_port`: also run `genqueue api` there (webhooks are delivered to it)."""
     env = dict(os.environ)
     env.update(
         GENQUEUE_DATA_DIR=str(tmp / "data"), DATABASE_URL=db_url, REDIS_URL=redis_url,
@@ -117,6 +131,9 @@ def pipeline(tmp: Path, db_url: str, redis_url: str, sim_url: str, *, concurrenc
         stack.add("worker", "worker", "--concurrency", str(concurrency), "--pool", pool)
         if beat:
             stack.add("beat", "beat")
+        if api_port is not None:
+            stack.add("api", "api", "--port", str(api_port))
+            _wait_http(f"http://127.0.0.1:{api_port}/healthz")
         try:
             yield Pipeline(env, settings, sessions, intake, enqueuer, sim_url, stack)
         finally:

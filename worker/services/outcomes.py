@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from core.settings import Settings
+
 
 @dataclass(frozen=True)
 class Next:
@@ -34,3 +36,9 @@ def backoff(attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:
     import random
 
     return random.uniform(base / 2, min(cap, base * 2 ** max(0, attempt)))
+
+
+def with_webhooks(settings: Settings, delay: float) -> float:
+    """With webhooks on, the push normally finishes a job: polls are a safety net, spaced by
+    GENQUEUE_WEBHOOK_POLL_INTERVAL (a missed push is noticed within about that long)."""
+    return max(delay, settings.webhook_poll_interval) if settings.webhook_url else delay

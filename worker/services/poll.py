@@ -16,7 +16,7 @@ from models.tables import Job
 from worker.replicate import PermanentError, TransientError
 from worker.runtime import WorkerContext
 from worker.services.observe import apply_terminal, duration, prediction_fields
-from worker.services.outcomes import DONE, Next, RetryLater, backoff
+from worker.services.outcomes import DONE, Next, RetryLater, backoff, with_webhooks
 from worker.services.pages import is_fresh, refresh_page
 from worker.services.submit import fail
 
@@ -26,7 +26,13 @@ EARLY = timedelta(seconds=0.25)
 
 
 def next_delay(ctx: WorkerContext, job: Job, status: str | None, created_at: datetime | None) -> float:
-    """Poll just after the model's usual finish time, then back off (bounded) for long predictions."""
+    """Poll just after the model's usual finish time, then back off (bounded) for long predictions.
+    With webhooks on, the push is what normally finishes a job and a poll is only a safety net."""
+    delay = _poll_delay(ctx, job, status, created_at)
+    return with_webhooks(ctx.settings, delay)
+
+
+def _poll_delay(ctx: WorkerContext, job: Job, status: str | None, created_at: datetime | None) -> float:
     s = ctx.settings
     expected = ctx.durations.expected(job.model)
     if expected is not None and created_at is not None:

@@ -27,7 +27,7 @@ from models.tables import Job
 from worker.replicate import PermanentError, Prediction, ReplicateError, TransientError, input_digest
 from worker.runtime import WorkerContext
 from worker.services.observe import apply_terminal, duration, prediction_fields
-from worker.services.outcomes import DONE, Next, RetryLater, backoff
+from worker.services.outcomes import DONE, Next, RetryLater, backoff, with_webhooks
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,15 @@ def create_wait(ctx: WorkerContext, job: Job) -> int | None:
     if expected is None or expected > s.create_wait_auto_max:
         return None
     return min(60, math.ceil(expected * 1.2) + 1)
+
+
+def webhook_args(ctx: WorkerContext, job: Job) -> dict[str, Any]:
+    """Ask Replicate to push the finished prediction to our API (only the terminal event: the others
+    would be requests we don't need)."""
+    base = ctx.settings.webhook_url
+    if not base:
+        return {}
+    return {"webhook": f"{base}/v1/replicate/webhook?job={job.id}", "webhook_events_filter": ["completed"]}
 
 
 def submit(ctx: WorkerContext, job_id: str) -> Next:
@@ -178,6 +187,7 @@ def _create(ctx: WorkerContext, job: Job, payload: dict[str, Any]) -> Next:
             deployment=job.deployment if job.target == "deployment" else None,
             cancel_after=max(5.0, remaining) if remaining is not None else None,
             wait=create_wait(ctx, job),
+            **webhook_args(ctx, job),
         )
     except TransientError as exc:
         _after_transient(ctx, job, exc)
@@ -247,7 +257,7 @@ def first_poll_delay(ctx: WorkerContext, job: Job, p: Prediction) -> float:
     """When this model's predictions usually finish (observed), else the configured initial delay."""
     expected = ctx.durations.expected(job.model)
     if expected is None:
-        return ctx.settings.poll_initial_delay
+        return with_webhooks(ctx.settings, ctx.settings.poll_initial_delay)
     elapsed = (utcnow() - p.created_at).total_seconds() if p.created_at else 0.0
     # 5% late on purpose: one GET just after the finish beats two GETs around it.
-    return max(0.1, min(ctx.settings.poll_max_delay, expected * 1.05 - elapsed + 0.05))
+    return with_webhooks(ctx.settings, max(0.1, min(ctx.settings.poll_max_delay, expected * 1.05 - elapsed + 0.05)))
