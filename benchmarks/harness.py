@@ -52,6 +52,7 @@ class Options:
     submit_with_workers: bool = False
     baseline_threads: int = 32
     webhooks: bool = False
+    pace: float = 40.0  # workload 5's arrival rate
 
     def n(self, full: int) -> int:
         return max(1, round(full * self.scale))

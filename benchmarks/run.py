@@ -1,12 +1,13 @@
 """genqueue's performance benchmark: starts the real stack per workload and measures it.
 
-    .venv/bin/python benchmarks/run.py --workload 1|2|3|4|all [--scale 0.1] [--db postgresql|sqlite]
-        [--workers 1] [--concurrency 4] [--pool prefork|threads] [--api-workers 1]
-        [--env GENQUEUE_POLL_INITIAL_DELAY=0.5 ...] [--write] [--keep-logs]
+    .venv/bin/python benchmarks/run.py --workload 1|2|3|4|5|all [--scale 0.1] [--db postgresql|sqlite]
+        [--workers 1] [--concurrency 4] [--pool prefork|threads] [--api-workers 1] [--webhooks]
+        [--pace 40] [--env GENQUEUE_POLL_INITIAL_DELAY=0.5 ...] [--write] [--keep-logs]
 
 Workloads: 1 = 2,000 jobs of 1 s predictions, rate limits raised; 2 = 10,000 predictions of 60 s in
 flight; 3 = submitting 20,000 jobs via /v1/jobs/batch and 2,000 via /v1/jobs from 16 clients;
-4 = the baseline (official replicate client, ThreadPoolExecutor(32)) on workload 1. `--scale`
+4 = the baseline (official replicate client, ThreadPoolExecutor(32)) on workload 1; 5 = workload 1's
+jobs arriving at `--pace` jobs/s (overhead without queueing). `--scale`
 multiplies the job counts. Prints one JSON report per workload; `--write` merges them into
 benchmarks/results.json and rewrites BENCHMARKS.md from everything stored there.
 """
@@ -29,12 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import report
 from benchmarks.harness import Options, PrivateRedis
+from benchmarks.paced import workload5
 from benchmarks.submitting import workload3
 from benchmarks.workloads import workload1, workload2, workload4
 
-WORKLOADS = {"1": workload1, "2": workload2, "3": workload3, "4": workload4}
+WORKLOADS = {"1": workload1, "2": workload2, "3": workload3, "4": workload4, "5": workload5}
 
-ORDER = ("1", "4", "2", "3")
+ORDER = ("1", "4", "5", "2", "3")
 
 
 def parse_env(items: list[str]) -> dict[str, str]:
@@ -64,6 +66,8 @@ def main() -> int:
                     help="genqueue setting for its processes (repeatable), e.g. GENQUEUE_CREATE_WAIT=5")
     ap.add_argument("--submit-with-workers", action="store_true",
                     help="workload 3: run worker and beat while submitting (default: API only)")
+    ap.add_argument("--pace", type=float, default=40.0,
+                    help="workload 5: jobs per second arriving (open loop, below capacity)")
     ap.add_argument("--webhooks", action="store_true",
                     help="the simulator pushes finished predictions to genqueue's API (GENQUEUE_WEBHOOK_URL)")
     ap.add_argument("--write", action="store_true", help="store results and rewrite BENCHMARKS.md")
@@ -77,7 +81,8 @@ def main() -> int:
     opts = Options(scale=args.scale, db=args.db, workers=args.workers, concurrency=args.concurrency,
                    pool=args.pool, api_workers=args.api_workers, env=parse_env(args.env),
                    keep_logs=args.keep_logs, submit_with_workers=args.submit_with_workers,
-                   baseline_threads=args.baseline_threads, webhooks=args.webhooks)
+                   baseline_threads=args.baseline_threads, webhooks=args.webhooks,
+                   pace=args.pace)
     private = None
     if args.redis_db is None:
         redis_dir = Path(tempfile.mkdtemp(prefix="gq-bench-redis-"))

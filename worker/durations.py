@@ -13,6 +13,9 @@ import redis
 
 ALPHA = 0.2  # weight of the newest observation
 CACHE_SECONDS = 2.0  # a scheduling hint: a value a couple of seconds old is as good as a fresh one
+# A busy process finishes dozens of predictions a second: it folds them into its own average and
+# shares that with the fleet at most this often (one Redis round trip, not one per job).
+SHARE_SECONDS = 1.0
 
 # KEYS[1] the model's key; ARGV: observation, alpha, ttl. One round trip per observation.
 _EWMA = """
@@ -30,6 +33,7 @@ class Durations:
         self._prefix = prefix
         self._script = client.register_script(_EWMA)
         self._cache: dict[str, tuple[float, float | None]] = {}
+        self._shared_at: dict[str, float] = {}
 
     def _key(self, model: str | None) -> str:
         return f"{self._prefix}:{model or '-'}"
@@ -51,8 +55,17 @@ class Durations:
         if seconds is None or seconds <= 0:
             return
         key = self._key(model)
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[1] is not None and now - self._shared_at.get(key, 0.0) < SHARE_SECONDS:
+            # Fold it in locally; the next shared update carries it. The local cache keeps its age,
+            # so the fleet's value is still read back every CACHE_SECONDS.
+            self._cache[key] = (hit[0], (1 - ALPHA) * hit[1] + ALPHA * seconds)
+            return
+        local = (1 - ALPHA) * hit[1] + ALPHA * seconds if hit is not None and hit[1] is not None else seconds
+        self._shared_at[key] = now
         try:
-            new = float(self._script(keys=[key], args=[seconds, ALPHA, 7 * 86400]))
+            new = float(self._script(keys=[key], args=[local, ALPHA, 7 * 86400]))
         except redis.RedisError:
             return  # a scheduling hint, never worth failing a job over
-        self._cache[key] = (time.monotonic(), new)
+        self._cache[key] = (now, new)

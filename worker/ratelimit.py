@@ -73,12 +73,14 @@ class CircuitBreaker:
         self._window = window
         self._open_for = open_for
         self._prefix = prefix
+        self._cleared_at = 0.0
 
     @property
     def open_key(self) -> str:
         return f"{self._prefix}:open"
 
     def failure(self) -> None:
+        self._cleared_at = 0.0  # the next success resets the streak at once
         key = f"{self._prefix}:fails"
         pipe = self._redis.pipeline()
         pipe.incr(key)
@@ -89,4 +91,10 @@ class CircuitBreaker:
             self._redis.delete(key)
 
     def success(self) -> None:
+        # A streak of 5xx is broken by any success; one reset a second per process is enough for that
+        # and saves a Redis round trip on every create.
+        now = time.monotonic()
+        if now - self._cleared_at < 1.0:
+            return
+        self._cleared_at = now
         self._redis.delete(f"{self._prefix}:fails")

@@ -6,7 +6,7 @@ import time
 
 import redis
 
-from worker.durations import Durations
+from worker.durations import SHARE_SECONDS, Durations
 from worker.metrics import LIMITER_KEY, REPLICATE_KEY, Recorder, read_counters
 from worker.ratelimit import HEADROOM, CircuitBreaker, RateLimiter
 
@@ -41,10 +41,15 @@ def test_durations_ewma_and_buffered_counters(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     d = Durations(client)
     assert d.expected("acme/model") is None
-    d.observe("acme/model", 10.0)
-    d.observe("acme/model", 20.0)
+    d.observe("acme/model", 10.0)  # first observation: shared with the fleet at once
+    d.observe("acme/model", 20.0)  # within SHARE_SECONDS: folded in locally only
     assert abs((d.expected("acme/model") or 0) - 12.0) < 1e-6  # 0.8 * 10 + 0.2 * 20
-    assert abs(float(client.get("gq:dur:acme/model") or 0) - 12.0) < 1e-3  # shared with other workers
+    assert abs(float(client.get("gq:dur:acme/model") or 0) - 10.0) < 1e-3
+    time.sleep(SHARE_SECONDS + 0.05)
+    d.observe("acme/model", 30.0)  # due: the local average (0.8 * 12 + 0.2 * 30) goes into the shared one
+    assert abs(float(client.get("gq:dur:acme/model") or 0) - (0.8 * 10 + 0.2 * 15.6)) < 1e-3
+    other = Durations(client)  # another worker process reads the fleet's value
+    assert abs((other.expected("acme/model") or 0) - 11.12) < 1e-3
     rec = Recorder(client)
     rec.replicate_response("create", 201)
     rec.limiter_wait("create", 0.5)
