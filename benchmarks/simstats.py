@@ -34,4 +34,6 @@ def gets_summary(stats: dict[str, Any]) -> dict[str, Any]:
         "gets_per_prediction_max": max(per) if per else 0,
         "list_gets": counts.get("GET /v1/predictions", 0), "file_gets": counts.get("GET /files/{id}/{file}", 0),
         "throttled_429": stats.get("throttled_429", 0),
+        **({"webhooks_sent": stats["webhooks_sent"], "webhook_failures": stats.get("webhook_failures"),
+            "webhook_send_lag_ms": stats.get("webhook_lag_ms")} if stats.get("webhook_attempts") else {}),
     }

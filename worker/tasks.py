@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 def _follow(ctx: WorkerContext, job_id: str, nxt: Next) -> None:
     if nxt.task == "poll":
+        if ctx.settings.webhook_url:
+            # Webhooks on: the push normally finishes the job. The safety-net poll is the sweeper's
+            # (next_check_at is already set), not a delayed message per job held in worker memory.
+            return
         ctx.enqueuer.poll(job_id, nxt.countdown)
     elif nxt.task == "store":
         # Copy the outputs right here rather than through another message: one broker round trip

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 
 from models.base import utcnow
 from models.status import JobStatus
@@ -57,17 +57,23 @@ def _skip_backlog(ctx: WorkerContext, rows: list[Any]) -> list[Any]:
     return rows
 
 
+def _due(ctx: WorkerContext, now: datetime) -> ColumnElement[bool]:
+    overdue = now - timedelta(seconds=ctx.settings.stuck_after)
+    lost = or_(Job.next_check_at < overdue, Job.next_check_at.is_(None))
+    if not ctx.settings.webhook_url:
+        return lost
+    # Webhooks on: a running job has no poll message waiting (see tasks._follow); its safety-net
+    # poll is due as soon as next_check_at passes.
+    return or_(lost, and_(Job.status == JobStatus.RUNNING.value, Job.next_check_at < now))
+
+
 def sweep(ctx: WorkerContext, *, batch: int = 2000) -> SweepReport:
     now = utcnow()
-    overdue = now - timedelta(seconds=ctx.settings.stuck_after)
     report = SweepReport()
     with ctx.sessions.begin() as session:
         rows = session.execute(
             select(Job.id, Job.status)
-            .where(
-                Job.status.in_([s.value for s in STEP_FOR_STATUS]),
-                or_(Job.next_check_at < overdue, Job.next_check_at.is_(None)),
-            )
+            .where(Job.status.in_([s.value for s in STEP_FOR_STATUS]), _due(ctx, now))
             .limit(batch)
         ).all()
         rows = _skip_backlog(ctx, list(rows))
@@ -96,5 +102,7 @@ def sweep(ctx: WorkerContext, *, batch: int = 2000) -> SweepReport:
         else:
             ctx.enqueuer.store(job_id)
         report.requeued[step] = report.requeued.get(step, 0) + 1
-    log.warning("sweep re-enqueued %d overdue jobs %s", report.total, report.requeued)
+    # With webhooks on, safety-net polls are routine, not a sign of lost work.
+    level = logging.INFO if ctx.settings.webhook_url and set(report.requeued) == {"poll"} else logging.WARNING
+    log.log(level, "sweep re-enqueued %d overdue jobs %s", report.total, report.requeued)
     return report
