@@ -53,6 +53,7 @@ class Options:
     baseline_threads: int = 32
     webhooks: bool = False
     pace: float = 40.0  # workload 5's arrival rate
+    follow_workers: int = 0  # extra worker processes that read only the follow-up queue
 
     def n(self, full: int) -> int:
         return max(1, round(full * self.scale))
@@ -183,6 +184,9 @@ class Harness:
             for i in range(self.opts.workers):
                 self.stack.add(f"worker{i}", "worker", "--concurrency", str(self.opts.concurrency),
                                "--pool", self.opts.pool)
+            for i in range(self.opts.follow_workers):
+                self.stack.add(f"worker-follow{i}", "worker", "--queues", "follow", "--concurrency", "16",
+                               "--pool", "threads")
         if beat:
             self.stack.add("beat", "beat")
         if api and not wait_http(f"{self.api_url}/healthz", 60):

@@ -68,6 +68,8 @@ def main() -> int:
                     help="workload 3: run worker and beat while submitting (default: API only)")
     ap.add_argument("--pace", type=float, default=40.0,
                     help="workload 5: jobs per second arriving (open loop, below capacity)")
+    ap.add_argument("--follow-workers", type=int, default=0,
+                    help="extra `genqueue worker --queues follow --pool threads --concurrency 16` processes")
     ap.add_argument("--webhooks", action="store_true",
                     help="the simulator pushes finished predictions to genqueue's API (GENQUEUE_WEBHOOK_URL)")
     ap.add_argument("--write", action="store_true", help="store results and rewrite BENCHMARKS.md")
@@ -82,7 +84,7 @@ def main() -> int:
                    pool=args.pool, api_workers=args.api_workers, env=parse_env(args.env),
                    keep_logs=args.keep_logs, submit_with_workers=args.submit_with_workers,
                    baseline_threads=args.baseline_threads, webhooks=args.webhooks,
-                   pace=args.pace)
+                   pace=args.pace, follow_workers=args.follow_workers)
     private = None
     if args.redis_db is None:
         redis_dir = Path(tempfile.mkdtemp(prefix="gq-bench-redis-"))

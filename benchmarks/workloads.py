@@ -34,7 +34,8 @@ def _log(msg: str) -> None:
 def _config(h: Harness, opts: Options, **extra: Any) -> dict[str, Any]:
     shown = {k: v for k, v in h.env.items() if k.startswith("GENQUEUE_") and k not in ("GENQUEUE_DATA_DIR",)}
     return {"db": opts.db, "workers": opts.workers, "concurrency": opts.concurrency, "pool": opts.pool,
-            "api_workers": opts.api_workers, "scale": opts.scale, "genqueue_env": dict(sorted(shown.items())),
+            "api_workers": opts.api_workers, "follow_workers": opts.follow_workers, "scale": opts.scale,
+            "genqueue_env": dict(sorted(shown.items())),
             **extra}
 
 

@@ -58,7 +58,10 @@ def api(host: str = "127.0.0.1", port: Annotated[int, typer.Option(min=1, max=65
 @app.command()
 def worker(concurrency: Annotated[int, typer.Option(min=1, max=512)] = 4,
            pool: Annotated[str, typer.Option(help="prefork | threads | solo")] = "prefork",
-           events: Annotated[bool, typer.Option(help="emit task events for Flower")] = False) -> None:
+           events: Annotated[bool, typer.Option(help="emit task events for Flower")] = False,
+           queues: Annotated[str, typer.Option(
+               help="all (follow-up work first, then new jobs) | follow (polls, pushes, stores: a worker "
+                    "that finished predictions never wait behind creates) | new")] = "all") -> None:
     """Run a Celery worker (submit, poll, store, sweep tasks)."""
     from core.logs import setup_logging
     from worker.celery_app import make_worker_app
@@ -66,6 +69,9 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, max=512)] = 4,
 
     if pool not in ("prefork", "threads", "solo"):
         die("--pool must be prefork, threads or solo")
+    chosen = {"all": f"{FOLLOW_QUEUE},{QUEUE}", "follow": FOLLOW_QUEUE, "new": QUEUE}.get(queues)
+    if chosen is None:
+        die("--queues must be all, follow or new")
     s = settings_or_die()
     try:
         s.token()
@@ -76,7 +82,7 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, max=512)] = 4,
         # Every thread may hold a session at once; a pool much smaller than that churns connections.
         s = s.model_copy(update={"db_pool_size": min(concurrency, 32)})
     celery = make_worker_app(s)
-    argv = ["worker", "-Q", f"{FOLLOW_QUEUE},{QUEUE}", "-c", str(concurrency), "-P", pool, "--loglevel", s.log_level,
+    argv = ["worker", "-Q", chosen, "-c", str(concurrency), "-P", pool, "--loglevel", s.log_level,
             "--without-gossip", "--without-mingle"]
     if events:
         argv.append("-E")

@@ -127,6 +127,17 @@ def test_worker_without_a_replicate_token(tmp_path: Path, cli_env: dict[str, str
     assert_one_line_error(proc, "REPLICATE_API_TOKEN")
 
 
+def test_worker_with_unknown_queues(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    proc = run_cli("worker", "--queues", "everything", env={**cli_env, "REPLICATE_API_TOKEN": "r8_sim_fake_token"},
+                   cwd=tmp_path, timeout=30)
+    assert_one_line_error(proc, "--queues", "follow")
+
+
+def test_bad_webhook_url(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    proc = run_cli("migrate", env={**cli_env, "GENQUEUE_WEBHOOK_URL": "genqueue.example.com/hook?x=1"}, cwd=tmp_path)
+    assert_one_line_error(proc, "GENQUEUE_WEBHOOK_URL")
+
+
 # --- keys ------------------------------------------------------------------------------------------
 
 def test_keys_create_with_an_unknown_role(tmp_path: Path, cli_env: dict[str, str]) -> None:
