@@ -8,13 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, require
 from api.deps import JobEnqueuer, get_enqueuer, get_intake, get_session
 from api.errors import ApiError, ErrorResponse
 from api.pagination import decode_cursor, encode_cursor
 from api.queries import list_jobs, visible_job, visible_jobs
-from api.views import JobBatchView, JobPage, JobView, OutputUrl, job_view
+from api.views import JobBatchView, JobPage, JobView, OutputUrl, accepted_view, job_view
 from intake import Intake, JobRequest
 from intake.service import MAX_BATCH
 from models.base import utcnow
@@ -57,33 +58,45 @@ def output_url(request: Request) -> OutputUrl:
     return url
 
 
-def _accept(request: Request, response: Response, session: Session, principal: Principal, intake: Intake,
-            requests: list[JobRequest], idempotency_key: str | None, batch: bool) -> list[JobView]:
+def _accept(request: Request, session: Session, principal: Principal, intake: Intake, requests: list[JobRequest],
+            idempotency_key: str | None, batch: bool) -> tuple[list[JobView], bool]:
+    """Runs in the threadpool, in the session the key was looked up in: insert, commit, enqueue, views.
+    New jobs are shown as written (queued), without reading them back; a replay is read back as it is now."""
     jobs, created = intake.submit(requests, api_key_id=principal.key_id, idempotency_key=idempotency_key,
-                                  batch=batch)
-    if not created:
-        response.headers["Idempotent-Replayed"] = "true"
+                                  batch=batch, session=session)
+    if created:
+        return [accepted_view(j) for j in jobs], True
     rows = visible_jobs(session, [j.id for j in jobs], principal)
     url = output_url(request)
-    return [job_view(j, url) for j in rows]
+    return [job_view(j, url) for j in rows], False
 
 
+# The create routes are `async`: their dependencies run on the event loop (the key lookup makes one
+# trip to the threadpool) and the route's blocking work is one more trip, instead of a trip per sync
+# dependency, per route and per response validation.
 @router.post("", status_code=202, responses={**_ACCEPTED, **_errors(401, 403, 409, 413, 422, 429)},
              summary="Create a job")
-def create_job(body: JobRequest, request: Request, response: Response, session: Session_,
-               principal: Submitter, intake: Annotated[Intake, Depends(get_intake)],
-               idempotency_key: IdempotencyKey = None) -> JobView:
+async def create_job(body: JobRequest, request: Request, response: Response, session: Session_,
+                     principal: Submitter, intake: Annotated[Intake, Depends(get_intake)],
+                     idempotency_key: IdempotencyKey = None) -> JobView:
     """Record the job and queue it; answers once it is durable. A replay carries `Idempotent-Replayed: true`."""
-    return _accept(request, response, session, principal, intake, [body], idempotency_key, batch=False)[0]
+    views, created = await run_in_threadpool(_accept, request, session, principal, intake, [body],
+                                             idempotency_key, False)
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return views[0]
 
 
 @router.post("/batch", status_code=202, responses={**_ACCEPTED, **_errors(401, 403, 409, 413, 422, 429)},
              summary="Create up to 1000 jobs, all or nothing")
-def create_batch(body: BatchRequest, request: Request, response: Response, session: Session_,
-                 principal: Submitter, intake: Annotated[Intake, Depends(get_intake)],
-                 idempotency_key: IdempotencyKey = None) -> JobBatchView:
+async def create_batch(body: BatchRequest, request: Request, response: Response, session: Session_,
+                       principal: Submitter, intake: Annotated[Intake, Depends(get_intake)],
+                       idempotency_key: IdempotencyKey = None) -> JobBatchView:
     """Either every job is accepted or none is; field errors name `jobs.<index>.<field>`."""
-    views = _accept(request, response, session, principal, intake, body.jobs, idempotency_key, batch=True)
+    views, created = await run_in_threadpool(_accept, request, session, principal, intake, body.jobs,
+                                             idempotency_key, True)
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
     return JobBatchView(jobs=views)
 
 

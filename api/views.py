@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from core.crypto import masked_input
+from intake.service import AcceptedJob
 from models.tables import Job
 
 OutputUrl = Callable[[str, int], str]
@@ -98,5 +99,29 @@ def job_view(job: Job, output_url: OutputUrl) -> JobView:
         submitted_at=job.submitted_at,
         completed_at=job.completed_at,
         finished_at=job.finished_at,
+        deadline_at=job.deadline_at,
+    )
+
+
+def accepted_view(job: AcceptedJob) -> JobView:
+    """A job intake has just recorded, without reading it back: queued, nothing run or stored yet."""
+    return JobView(
+        id=job.id,
+        status=job.status,
+        model=job.model,
+        version=job.version,
+        deployment=job.deployment,
+        input=masked_input(job.input_public, job.secret_names),
+        prediction_id=None,
+        prediction_status=None,
+        metrics=Metrics(),
+        outputs=[],
+        error=None,
+        attempts=0,
+        cancel_requested=False,
+        created_at=job.created_at,
+        submitted_at=None,
+        completed_at=None,
+        finished_at=None,
         deadline_at=job.deadline_at,
     )

@@ -2,6 +2,11 @@
 
 If the enqueue fails (Redis away), the jobs stay `queued` and the sweeper enqueues them later, so an
 accepted job is never lost.
+
+Rows are written with Core (one INSERT, or an executemany), and a PostgreSQL batch with COPY: the ORM's
+unit of work cost ~0.2 ms a row, and psycopg re-parsing SQLAlchemy's 1000-row multi-VALUES INSERT (too
+long for its statement cache) was a quarter of the batch route's time; COPY costs ~0.03 ms a row.
+Callers get `AcceptedJob`s, the rows as written, so the API answers without reading the jobs back.
 """
 
 from __future__ import annotations
@@ -10,11 +15,12 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from datetime import timedelta
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 from cryptography.fernet import MultiFernet
-from sqlalchemy import select
+from sqlalchemy import Connection, Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,11 +29,42 @@ from intake.errors import FieldError, IntakeError
 from intake.requests import JobRequest
 from intake.schemas import validator_for
 from models.base import utcnow
+from models.ids import new_id
 from models.tables import Job
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
+
+_JOBS = cast(Table, Job.__table__)
+# Every column intake writes, in COPY order. The others are NULL until a worker fills them.
+_COLUMNS = ("id", "status", "target", "model", "version", "deployment", "input_public", "secret_names",
+            "input_sealed", "api_key_id", "idempotency_key", "request_hash", "created_at", "updated_at",
+            "deadline_at", "next_check_at", "polls", "attempts", "deliveries")
+_JSON_COLUMNS = frozenset({"input_public", "secret_names"})
+_COPY_SQL = f"COPY jobs ({', '.join(_COLUMNS)}) FROM STDIN"
+_INSERT = _JOBS.insert()  # built once: constructing it per call showed up in the single-submit profile
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedJob:
+    """A job as intake recorded it (or, on an idempotent replay, as it was found): never its secrets."""
+
+    id: str
+    status: str
+    model: str | None
+    version: str | None
+    deployment: str | None
+    input_public: dict[str, Any]
+    secret_names: list[str]
+    created_at: datetime
+    deadline_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job) -> AcceptedJob:
+        return cls(id=job.id, status=job.status, model=job.model, version=job.version, deployment=job.deployment,
+                   input_public=job.input_public, secret_names=list(job.secret_names or []),
+                   created_at=job.created_at, deadline_at=job.deadline_at)
 
 
 def request_hash(requests: Sequence[JobRequest]) -> str:
@@ -52,6 +89,24 @@ def validate(requests: Sequence[JobRequest], *, batch: bool) -> None:
         raise IntakeError(422, "validation_error", "input validation failed", errors)
 
 
+def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """INSERT the rows (dicts keyed by `_COLUMNS`); a duplicate (api_key_id, idempotency_key) raises
+    SQLAlchemy's IntegrityError. On PostgreSQL this is always one statement, one INSERT or one COPY, so it
+    is all-or-nothing even on the API's autocommit connection; elsewhere an executemany in the session's
+    transaction."""
+    if conn.dialect.name != "postgresql" or len(rows) == 1:
+        conn.execute(_INSERT, rows)
+        return
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    try:
+        with driver.cursor() as cur, cur.copy(_COPY_SQL) as copy:
+            for row in rows:
+                copy.write_row([json.dumps(row[c]) if c in _JSON_COLUMNS else row[c] for c in _COLUMNS])
+    except conn.dialect.loaded_dbapi.IntegrityError as exc:
+        raise IntegrityError(_COPY_SQL, None, exc) from exc
+
+
 class Intake:
     def __init__(
         self,
@@ -74,34 +129,49 @@ class Intake:
         api_key_id: str | None = None,
         idempotency_key: str | None = None,
         batch: bool = False,
-    ) -> tuple[list[Job], bool]:
-        """Accept jobs all-or-nothing. Returns (jobs, created); created is False on an idempotent replay."""
+        session: Session | None = None,
+    ) -> tuple[list[AcceptedJob], bool]:
+        """Accept jobs all-or-nothing. Returns (jobs, created); created is False on an idempotent replay.
+
+        `session`: write in this session's transaction (the API's, which already looked up the key) and
+        commit it; by default intake uses a session of its own."""
         validate(requests, batch=batch)
-        digest = request_hash(requests)
-        keys = [self._idem_key(idempotency_key, i, batch) for i in range(len(requests))]
+        if session is None:
+            with self._sessions() as own:
+                return self._submit(own, requests, api_key_id, idempotency_key, batch)
+        return self._submit(session, requests, api_key_id, idempotency_key, batch)
+
+    def _submit(self, session: Session, requests: Sequence[JobRequest], api_key_id: str | None,
+                idempotency_key: str | None, batch: bool) -> tuple[list[AcceptedJob], bool]:
+        digest: str | None = None
+        keys: list[str | None] = [None] * len(requests)
         if idempotency_key:
-            existing = self._replay(api_key_id, keys, digest)
+            digest = request_hash(requests)
+            keys = [self._idem_key(idempotency_key, i, batch) for i in range(len(requests))]
+            existing = self._replay(session, api_key_id, keys, digest)
             if existing is not None:
                 return existing, False
         now = utcnow()
-        jobs = [self._row(r, api_key_id, key, digest, now) for r, key in zip(requests, keys, strict=True)]
+        rows = [self._row(r, api_key_id, key, digest, now) for r, key in zip(requests, keys, strict=True)]
         try:
-            with self._sessions.begin() as session:
-                session.add_all(jobs)
+            insert_rows(session.connection(), rows)
+            session.commit()
         except IntegrityError:
+            session.rollback()
             # A concurrent request with the same idempotency key won the insert.
             if idempotency_key:
-                existing = self._replay(api_key_id, keys, digest)
+                assert digest is not None
+                existing = self._replay(session, api_key_id, keys, digest)
                 if existing is not None:
                     return existing, False
             raise
-        ids = [j.id for j in jobs]
+        ids = [row["id"] for row in rows]
         try:
             self._enqueue(ids)
         except Exception as exc:  # broker down: the sweeper enqueues queued jobs later
             log.warning("enqueue failed for %d jobs (%s); the sweeper will pick them up", len(ids), type(exc).__name__)
         log.info("accepted %d jobs first=%s", len(ids), ids[0])
-        return jobs, True
+        return [_accepted(row) for row in rows], True
 
     @staticmethod
     def _idem_key(key: str | None, index: int, batch: bool) -> str | None:
@@ -109,11 +179,10 @@ class Intake:
             return None
         return f"{key}#{index}" if batch else key
 
-    def _replay(self, api_key_id: str | None, keys: list[str | None], digest: str) -> list[Job] | None:
-        with self._sessions() as session:
-            rows = list(
-                session.scalars(select(Job).where(Job.api_key_id == api_key_id, Job.idempotency_key.in_(keys)))
-            )
+    @staticmethod
+    def _replay(session: Session, api_key_id: str | None, keys: list[str | None],
+                digest: str) -> list[AcceptedJob] | None:
+        rows = list(session.scalars(select(Job).where(Job.api_key_id == api_key_id, Job.idempotency_key.in_(keys))))
         if not rows:
             return None
         if any(r.request_hash != digest for r in rows) or len(rows) != len(keys):
@@ -121,25 +190,37 @@ class Intake:
                               "this Idempotency-Key was used with a different request body",
                               [FieldError("Idempotency-Key", "already used with a different body")])
         order = {k: i for i, k in enumerate(keys)}
-        return sorted(rows, key=lambda r: order[r.idempotency_key])
+        return [AcceptedJob.of(r) for r in sorted(rows, key=lambda r: order[r.idempotency_key])]
 
-    def _row(self, req: JobRequest, api_key_id: str | None, key: str | None, digest: str, now: Any) -> Job:
+    def _row(self, req: JobRequest, api_key_id: str | None, key: str | None, digest: str | None,
+             now: datetime) -> dict[str, Any]:
         public, secret = split_input(req.input, self._secret_fields)
         deadline = req.deadline_seconds or self._default_deadline
-        return Job(
-            status="queued",
-            target=req.target,
-            model=req.model_name,
-            version=req.version,
-            deployment=req.deployment,
-            input_public=public,
-            secret_names=sorted(secret),
-            input_sealed=encrypt_secrets(self._cipher, secret),
-            api_key_id=api_key_id,
-            idempotency_key=key,
-            request_hash=digest if key else None,
-            created_at=now,
-            updated_at=now,
-            deadline_at=now + timedelta(seconds=deadline),
-            next_check_at=now,
-        )
+        return {
+            "id": new_id(),
+            "status": "queued",
+            "target": req.target,
+            "model": req.model_name,
+            "version": req.version,
+            "deployment": req.deployment,
+            "input_public": public,
+            "secret_names": sorted(secret),
+            "input_sealed": encrypt_secrets(self._cipher, secret),
+            "api_key_id": api_key_id,
+            "idempotency_key": key,
+            "request_hash": digest if key else None,
+            "created_at": now,
+            "updated_at": now,
+            "deadline_at": now + timedelta(seconds=deadline),
+            "next_check_at": now,
+            "polls": 0,
+            "attempts": 0,
+            "deliveries": 0,
+        }
+
+
+def _accepted(row: dict[str, Any]) -> AcceptedJob:
+    return AcceptedJob(id=row["id"], status=row["status"], model=row["model"], version=row["version"],
+                       deployment=row["deployment"], input_public=row["input_public"],
+                       secret_names=row["secret_names"], created_at=row["created_at"],
+                       deadline_at=row["deadline_at"])

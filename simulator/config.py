@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from simulator.webhook_wire import secret_key
+
 DEFAULT_TOKEN = "r8_sim_fake_token"
 OUTPUT_MODES = ("url", "list", "data_uri")
 # Knobs that must stay probabilities.
@@ -21,6 +23,8 @@ PROBABILITIES = (
     "fault_lost_create",
     "fault_slow",
     "fault_first_download",
+    "webhook_fail_rate",
+    "webhook_duplicate_rate",
 )
 
 
@@ -34,6 +38,7 @@ class SimConfig:
     public_base_url: str | None = None
     """Base for ``urls.get``, list cursors and output files; default: the request's base URL."""
     webhook_secret: str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    """Signs webhook deliveries (``GET /v1/webhooks/default/secret`` hands it out)."""
 
     # --- lifecycle (seconds) ----------------------------------------------------------------
     start_delay: float = 0.5
@@ -74,6 +79,18 @@ class SimConfig:
     slow_seconds: float = 2.0
     fault_first_download: float = 0.0
 
+    # --- webhooks (see simulator/webhooks.py; only ``start`` and ``completed`` are sent) -------
+    webhook_retry_seconds: float = 60.0
+    """Window, from the first attempt, for retrying a ``completed`` delivery (0 = never retry)."""
+    webhook_backoff_seconds: float = 1.0
+    """First retry delay; it doubles per attempt (1, 2, 4, 8 ... s)."""
+    webhook_timeout_seconds: float = 5.0
+    """Per-attempt HTTP timeout; a timeout counts as a failed attempt."""
+    webhook_fail_rate: float = 0.0
+    """Probability that an attempt at ``completed`` is not sent but counted as failed (retry path)."""
+    webhook_duplicate_rate: float = 0.0
+    """Probability that a delivered ``completed`` event is sent once more with the same webhook-id."""
+
     def __post_init__(self) -> None:
         self.tokens = set(self.tokens)
         self.validate()
@@ -90,6 +107,12 @@ class SimConfig:
                 raise ValueError(f"{name} must be >= 0")
         if self.create_limit_per_min <= 0 or self.read_limit_per_min <= 0:
             raise ValueError("rate limits must be > 0")
+        if self.webhook_retry_seconds < 0:
+            raise ValueError("webhook_retry_seconds must be >= 0")
+        # A zero backoff would retry a failing receiver in a tight loop for the whole window.
+        if self.webhook_backoff_seconds <= 0 or self.webhook_timeout_seconds <= 0:
+            raise ValueError("webhook_backoff_seconds and webhook_timeout_seconds must be > 0")
+        secret_key(self.webhook_secret)
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply a partial update (JSON-ish values); raises ValueError on unknown keys/bad values."""

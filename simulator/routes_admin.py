@@ -42,6 +42,7 @@ def record_json(sim: SimState, rec: Record, now_us: int, files: bool = True) -> 
         "duplicates": sim.store.duplicate_count(rec),
         "canceled_by_request": rec.canceled_us is not None,
         "gets": rec.gets,
+        "webhook": sim.webhooks.describe(rec.id),
         "files": [
             {"name": f"out-{i}.{rec.ext}", "sha256": sha, "served": served, "gets": rec.file_gets.get(i, 0)}
             for i, sha in enumerate(rec.file_shas())
@@ -97,6 +98,7 @@ async def update_config(request: Request) -> Response:
         seed = sim.config.seed
         sim.store.rng = random.Random(seed) if seed is not None else random.Random()
         sim.faults.reset()
+        sim.webhooks.reseed()
     return json_response(sim.config.to_dict())
 
 

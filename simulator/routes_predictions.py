@@ -26,6 +26,7 @@ from simulator.responses import (
 from simulator.schema import InvalidField, error_body, validate_input
 from simulator.state import SimState
 from simulator.store import TERMINAL, US, Record
+from simulator.webhook_wire import parse_webhook
 
 DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 WAIT_STEP = 0.25
@@ -91,6 +92,8 @@ async def _create(request: Request, version: VersionInfo, body: dict[str, Any]) 
         errors = validate_input(inp, version.fields)
     elif not isinstance(inp, dict):
         errors = validate_input(inp, ())
+    hook, hook_errors = parse_webhook(body)
+    errors += hook_errors
     if errors:
         return problem(error_body(errors))
     cancel_after = None
@@ -102,6 +105,9 @@ async def _create(request: Request, version: VersionInfo, body: dict[str, Any]) 
     wait = parse_prefer_wait(request.headers.get("prefer"), sim.config.max_wait)
     rec = sim.store.create(version, inp, cancel_after)
     sim.stats.creates += 1
+    if hook is not None:  # before the lost-create fault: a create whose answer is lost still runs
+        # The request's own base: public_base_url is applied at send time, as GET would.
+        sim.webhooks.subscribe(rec, hook, str(request.base_url).rstrip("/"))
     if sim.faults.roll("fault_lost_create"):
         sim.stats.creates_lost += 1
         if sim.faults.rng.random() < 0.5:
@@ -161,6 +167,7 @@ async def cancel_prediction(request: Request) -> Response:
     if rec is None:
         return problem(NOT_FOUND)
     sim.store.cancel(rec)
+    sim.webhooks.reschedule(rec)
     return json_response(prediction_json(rec, sim.store.now_us(), base_url(request, sim.config)))
 
 

@@ -15,7 +15,7 @@ from simulator.state import SimState
 
 def serve(host: str, port: int, config: SimConfig, log_level: str = "info") -> None:
     """Run the simulator in the foreground until interrupted."""
-    uvicorn.run(create_app(config), host=host, port=port, log_level=log_level, lifespan="off",
+    uvicorn.run(create_app(config), host=host, port=port, log_level=log_level, lifespan="on",
                 timeout_keep_alive=30, backlog=4096)
 
 
@@ -49,7 +49,7 @@ def run_in_thread(config: SimConfig | None = None, host: str = "127.0.0.1", port
                   startup_timeout: float = 10.0) -> SimHandle:
     """Start a simulator on ``host:port`` (0 = any free port) and return once it accepts requests."""
     app = create_app(config)
-    uv_config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
+    uv_config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
                                timeout_keep_alive=30, backlog=4096)
     server = uvicorn.Server(uv_config)
     thread = threading.Thread(target=server.run, name=f"replicate-sim-{port}", daemon=True)

@@ -12,6 +12,7 @@ from simulator.config import SimConfig
 from simulator.faults import Faults
 from simulator.ratelimit import RateLimiter
 from simulator.store import Store
+from simulator.webhooks import WebhookDispatcher
 
 _ENDPOINTS: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
     (method, re.compile(pattern), name)
@@ -61,11 +62,13 @@ class SimState:
         self.limiter = RateLimiter(config)
         self.faults = Faults(config)
         self.stats = Stats()
+        self.webhooks = WebhookDispatcher(config, self.store, self.faults)
 
     def reset(self) -> None:
         self.store.reset()
         self.limiter.reset()
         self.faults.reset()
+        self.webhooks.reset()
         self.stats = Stats()
 
     def stats_json(self) -> dict[str, Any]:
@@ -81,4 +84,5 @@ class SimState:
             "faults_injected": dict(self.faults.injected),
             "predictions": len(self.store.order),
             "gets_per_prediction": {r.id: r.gets for r in self.store.order if r.gets},
+            **self.webhooks.stats_json(),
         }

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_helpers import Api, MemoryStorage, RecordingEnqueuer
+from api_helpers import Api, MakeApi, MemoryStorage, RecordingEnqueuer
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 
@@ -16,8 +16,6 @@ from core.settings import Settings, load_settings
 from models.db import make_engine, make_session_factory
 from models.keys import Role, create_key
 from models.migrate import upgrade
-
-MakeApi = Callable[..., Api]
 
 
 def make_settings(db_url: str, redis_url: str, data_dir: Path, **env: Any) -> Settings:

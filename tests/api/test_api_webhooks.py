@@ -7,8 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from api_helpers import SECRET, Api
-from conftest import MakeApi
+from api_helpers import SECRET, Api, MakeApi
 
 from api.webhook_auth import WebhookRejected, WebhookSecret, sign, verify
 from core.settings import Settings

@@ -42,7 +42,10 @@ ANSWER_WITHIN = 10.0
 def fuzz_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecApi]:
     tmp = tmp_path_factory.mktemp("fuzz")
     api, close = build_api(f"sqlite:///{tmp}/fuzz.db", f"{redis_base()}/15", tmp,
-                           GENQUEUE_API_RATE_PER_MIN=100_000_000)
+                           GENQUEUE_API_RATE_PER_MIN=100_000_000,
+                           # A configured (obviously fake) signing secret, so the webhook route is fuzzed
+                           # for what it answers bad signatures, not for "secret unavailable" (503).
+                           GENQUEUE_WEBHOOK_SECRET="whsec_" + "ZmFrZS1mdXp6LXNlY3JldC1ub3QtcmVhbA==")
     # Some data to find: jobs of the admin key and of another key.
     for who in ("admin", "alice"):
         r = api.client.post("/v1/jobs", json=job_body(), headers=api.auth(who))

@@ -18,11 +18,12 @@ from worker.runtime import WorkerContext
 from worker.services.observe import apply_terminal, duration, prediction_fields
 from worker.services.outcomes import DONE, Next, RetryLater, backoff, with_webhooks
 from worker.services.pages import is_fresh, refresh_page
-from worker.services.submit import fail
+from worker.services.submit import MIN_CANCEL_AFTER, fail
 
 log = logging.getLogger(__name__)
 
 EARLY = timedelta(seconds=0.25)
+DEADLINE_GRACE = timedelta(seconds=2)  # clock skew and Replicate's own reaction time
 
 
 def next_delay(ctx: WorkerContext, job: Job, status: str | None, created_at: datetime | None) -> float:
@@ -42,6 +43,20 @@ def _poll_delay(ctx: WorkerContext, job: Job, status: str | None, created_at: da
     if status == "starting":
         return min(s.poll_max_delay, max(0.5, s.poll_initial_delay))
     return min(s.poll_max_delay, s.poll_initial_delay * (1.25 ** min(job.polls, 20)))
+
+
+def _past_replicate_deadline(job: Job, now: datetime) -> bool:
+    """Whether our own cancel is due for a job with a deadline. The create sent it as `Cancel-After`
+    (at least 5 s), so Replicate itself aborts the prediction (not started: `aborted`, not billed) or
+    cancels it (running) at that moment; the next poll sees that. Our cancel is the backup for when
+    that has not happened by DEADLINE_GRACE later; canceling first would only race Replicate's own
+    abort and turn an honest `aborted` into `canceled`."""
+    if job.deadline_at is None:
+        return False
+    theirs = job.deadline_at
+    if job.prediction_created_at is not None:
+        theirs = max(theirs, job.prediction_created_at + timedelta(seconds=MIN_CANCEL_AFTER))
+    return now >= theirs + DEADLINE_GRACE
 
 
 def _skip(ctx: WorkerContext, job: Job, now: datetime) -> Next:
@@ -66,7 +81,7 @@ def poll(ctx: WorkerContext, job_id: str) -> Next:
     if job.deliveries >= ctx.settings.max_deliveries:
         with ctx.sessions.begin() as session:
             return fail(session, job, JobStatus.RUNNING, ErrorCode.POISON, "gave up after repeated poll crashes")
-    wants_cancel = job.cancel_requested_at is not None or (job.deadline_at is not None and now >= job.deadline_at)
+    wants_cancel = job.cancel_requested_at is not None or _past_replicate_deadline(job, now)
     wait = ctx.limiter.acquire("read")
     if wait > 0:
         ctx.recorder.limiter_wait("read", wait)

@@ -30,6 +30,7 @@ from worker.services.observe import apply_terminal, duration, prediction_fields
 from worker.services.outcomes import DONE, Next, RetryLater, backoff, with_webhooks
 
 log = logging.getLogger(__name__)
+MIN_CANCEL_AFTER = 5.0  # seconds: Replicate's floor for the Cancel-After header
 
 # How far before our claim to look for a prediction whose create answer was lost (clock skew margin).
 RECONCILE_MARGIN = timedelta(seconds=120)
@@ -185,7 +186,7 @@ def _create(ctx: WorkerContext, job: Job, payload: dict[str, Any]) -> Next:
             version=job.version if job.target == "version" else None,
             model=job.model if job.target == "model" else None,
             deployment=job.deployment if job.target == "deployment" else None,
-            cancel_after=max(5.0, remaining) if remaining is not None else None,
+            cancel_after=max(MIN_CANCEL_AFTER, remaining) if remaining is not None else None,
             wait=create_wait(ctx, job),
             **webhook_args(ctx, job),
         )
