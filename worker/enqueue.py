@@ -29,9 +29,15 @@ class Enqueuer:
     def submit(self, job_ids: list[str]) -> None:
         # One producer for the whole batch, and its LPUSHes sent as one Redis pipeline (kombu's
         # publish batch) rather than one round trip and one client per message.
+        # The queue is declared with the first message only: publishing goes through the default
+        # exchange straight to the queue, and a declare per message (copy and bind of the entity)
+        # was a quarter of the enqueue CPU. Passing argsrepr spares Celery's saferepr of the args.
         with self._app.producer_or_acquire() as producer, producer.batch():
+            declare: list[Any] | None = None
             for job_id in job_ids:
-                self._app.send_task(SUBMIT, args=[job_id], queue=QUEUE, producer=producer)
+                self._app.send_task(SUBMIT, args=[job_id], queue=QUEUE, producer=producer, declare=declare,
+                                    argsrepr=f"['{job_id}']", kwargsrepr="{}")
+                declare = []
 
     def __call__(self, job_ids: list[str]) -> None:
         self.submit(job_ids)
