@@ -65,11 +65,11 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, max=512)] = 4,
     """Run a Celery worker (submit, poll, store, sweep tasks)."""
     from core.logs import setup_logging
     from worker.celery_app import make_worker_app
-    from worker.enqueue import FOLLOW_QUEUE, QUEUE
+    from worker.enqueue import ALL_QUEUES, FOLLOW_QUEUE, QUEUE, STORE_QUEUE
 
     if pool not in ("prefork", "threads", "solo"):
         die("--pool must be prefork, threads or solo")
-    chosen = {"all": f"{FOLLOW_QUEUE},{QUEUE}", "follow": FOLLOW_QUEUE, "new": QUEUE}.get(queues)
+    chosen = {"all": ",".join(ALL_QUEUES), "follow": f"{FOLLOW_QUEUE},{STORE_QUEUE}", "new": QUEUE}.get(queues)
     if chosen is None:
         die("--queues must be all, follow or new")
     s = settings_or_die()

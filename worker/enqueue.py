@@ -14,12 +14,23 @@ QUEUE = "genqueue"  # new work (submit); its length tells the sweeper how big th
 # Follow-up work on predictions already paid for (poll, store, cancel, sweep). Workers read it first,
 # so a backlog of new jobs never delays noticing and copying finished ones.
 FOLLOW_QUEUE = "genqueue.follow"
+# Copying outputs of predictions already noticed as finished. Read after the follow-up queue and
+# before new work: when many predictions finish at once (a burst of webhooks), each is recorded as
+# finished in a few ms and its copy waits here, instead of a copy blocking the next one's noticing.
+STORE_QUEUE = "genqueue.store"
+# The order workers read the queues in (the "priority" queue order strategy in celery_app).
+ALL_QUEUES = (FOLLOW_QUEUE, STORE_QUEUE, QUEUE)
 SUBMIT = "genqueue.submit"
 POLL = "genqueue.poll"
 STORE = "genqueue.store"
 CANCEL = "genqueue.cancel"
 OBSERVE = "genqueue.observe"
 SWEEP = "genqueue.sweep"
+
+
+def queue_for(task: str) -> str:
+    """The queue a task's messages travel on."""
+    return QUEUE if task == SUBMIT else STORE_QUEUE if task == STORE else FOLLOW_QUEUE
 
 
 class Enqueuer:
@@ -46,7 +57,7 @@ class Enqueuer:
         self._app.send_task(POLL, args=[job_id], queue=FOLLOW_QUEUE, countdown=countdown or None)
 
     def store(self, job_id: str, countdown: float = 0.0) -> None:
-        self._app.send_task(STORE, args=[job_id], queue=FOLLOW_QUEUE, countdown=countdown or None)
+        self._app.send_task(STORE, args=[job_id], queue=STORE_QUEUE, countdown=countdown or None)
 
     def observe(self, job_id: str, prediction: dict[str, Any]) -> None:
         """A finished prediction that Replicate pushed (webhook): its status, outputs, error and
