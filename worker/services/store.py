@@ -52,17 +52,25 @@ def _really_expired(ctx: WorkerContext, job: Job) -> bool:
 
 
 def store(ctx: WorkerContext, job_id: str) -> Next:
-    """The store step as a message runs it: reload the job and resume where a previous run stopped."""
-    with ctx.sessions() as session:
-        job = session.get(Job, job_id)
-        if job is None or job.status != JobStatus.STORING:
+    """The store step as a message runs it: reload the job and resume where a previous run stopped.
+
+    The reload and the delivery count are one UPDATE ... RETURNING, and the recorded outputs are read
+    only for a job with several (the last output is recorded with the success, so a one-output job
+    still storing has none): with webhooks this step runs once per prediction, so round trips count."""
+    with ctx.sessions.begin() as session:
+        job = session.scalars(
+            update(Job).where(Job.id == job_id, Job.status == JobStatus.STORING.value)
+            .values(deliveries=Job.deliveries + 1).returning(Job)
+            .execution_options(synchronize_session=False)
+        ).one_or_none()
+        if job is None:
             return DONE
-        done = set(session.scalars(select(JobOutput.index).where(JobOutput.job_id == job_id)))
-    if job.deliveries >= ctx.settings.max_deliveries:
+        done: set[int] = set()
+        if len(job.output_refs or []) > 1:
+            done = set(session.scalars(select(JobOutput.index).where(JobOutput.job_id == job_id)))
+    if job.deliveries > ctx.settings.max_deliveries:  # this run is counted already
         with ctx.sessions.begin() as session:
             return fail(session, job, JobStatus.STORING, ErrorCode.POISON, "gave up after repeated storage attempts")
-    with ctx.sessions.begin() as session:
-        session.execute(update(Job).where(Job.id == job_id).values(deliveries=Job.deliveries + 1))
     return copy_outputs(ctx, job, done)
 
 
