@@ -52,7 +52,7 @@ def _again(task: Task, job_id: str, delay: float, name: str | None = None) -> No
     # A fresh message (not task.retry): retries of these steps are unbounded by design; the job's
     # deadline and delivery counter bound them instead.
     name = name or task.name
-    task.app.send_task(name, args=[job_id], queue=enqueue.queue_for(name),
+    task.app.send_task(name, args=[job_id], queue=enqueue.queue_for(name), declare=[],
                        countdown=min(MAX_COUNTDOWN, max(0.05, delay)))
 
 
