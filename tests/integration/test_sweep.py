@@ -89,3 +89,16 @@ def test_queued_backlog_in_the_broker_is_not_resent(tmp_path: Path, db_url: str,
     client.delete("genqueue")  # Redis restarted empty: every message gone
     assert {j for _, j in ctx.enqueuer.sent} == set() and sweep(ctx).total == 3
     assert {j for _, j in ctx.enqueuer.sent} == set(queued)
+
+
+def test_storing_backlog_in_the_store_queue_is_not_resent(tmp_path: Path, db_url: str, redis_url: str) -> None:
+    """A burst of pushed results leaves copies waiting in genqueue.store longer than stuck_after:
+    those are behind, not lost, and re-sending them would double the copy work."""
+    ctx = _ctx(tmp_path, db_url, redis_url)
+    storing = [_job(ctx, "storing", overdue=True) for _ in range(2)]
+    client = redis.Redis.from_url(redis_url)
+    client.rpush("genqueue.store", *[b"msg"] * 2)
+    assert sweep(ctx).total == 0
+    client.delete("genqueue.store")
+    assert sweep(ctx).total == 2
+    assert sorted(ctx.enqueuer.sent) == sorted(("store", j) for j in storing)

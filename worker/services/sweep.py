@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, and_, or_, select, update
 from models.base import utcnow
 from models.status import JobStatus
 from models.tables import Job
-from worker.enqueue import QUEUE
+from worker.enqueue import QUEUE, STORE_QUEUE
 from worker.runtime import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -41,19 +41,25 @@ class SweepReport:
         return sum(self.requeued.values())
 
 
+# Steps whose messages wait in a list of their own, so a long list means "behind", not "lost".
+_BACKLOG_QUEUES = {JobStatus.QUEUED: QUEUE, JobStatus.STORING: STORE_QUEUE}
+
+
 def _skip_backlog(ctx: WorkerContext, rows: list[Any]) -> list[Any]:
-    """Queued jobs overdue only because the workers are behind still have their message in the
-    broker's list: re-sending them all every sweep would double a long backlog. While the list holds
-    at least as many messages as there are overdue queued jobs, leave those alone."""
-    queued = sum(1 for r in rows if r.status == JobStatus.QUEUED)
-    if not queued:
-        return rows
-    try:
-        waiting = int(ctx.redis.llen(QUEUE))
-    except redis.RedisError:
-        waiting = 0
-    if waiting >= queued:
-        return [r for r in rows if r.status != JobStatus.QUEUED]
+    """Queued jobs (or finished ones waiting for their copy) overdue only because the workers are
+    behind still have their message in the broker's list: re-sending them all every sweep would
+    double a long backlog. While a list holds at least as many messages as there are overdue jobs
+    of its step, leave those alone."""
+    for status, queue in _BACKLOG_QUEUES.items():
+        overdue = sum(1 for r in rows if r.status == status)
+        if not overdue:
+            continue
+        try:
+            waiting = int(ctx.redis.llen(queue))
+        except redis.RedisError:
+            waiting = 0
+        if waiting >= overdue:
+            rows = [r for r in rows if r.status != status]
     return rows
 
 
