@@ -11,6 +11,7 @@ Callers get `AcceptedJob`s, the rows as written, so the API answers without read
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -62,9 +63,16 @@ class AcceptedJob:
 
     @classmethod
     def of(cls, job: Job) -> AcceptedJob:
-        return cls(id=job.id, status=job.status, model=job.model, version=job.version, deployment=job.deployment,
-                   input_public=job.input_public, secret_names=list(job.secret_names or []),
-                   created_at=job.created_at, deadline_at=job.deadline_at)
+        return cls.from_row({f: getattr(job, f) for f in _ACCEPTED_FIELDS})
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> AcceptedJob:
+        """From intake's row dict (or any mapping of these fields); secret_names as a list."""
+        return cls(**{f: row[f] for f in _ACCEPTED_FIELDS if f != "secret_names"},
+                   secret_names=list(row["secret_names"] or []))
+
+
+_ACCEPTED_FIELDS = tuple(f.name for f in dataclasses.fields(AcceptedJob))
 
 
 def request_hash(requests: Sequence[JobRequest]) -> str:
@@ -171,7 +179,7 @@ class Intake:
         except Exception as exc:  # broker down: the sweeper enqueues queued jobs later
             log.warning("enqueue failed for %d jobs (%s); the sweeper will pick them up", len(ids), type(exc).__name__)
         log.info("accepted %d jobs first=%s", len(ids), ids[0])
-        return [_accepted(row) for row in rows], True
+        return [AcceptedJob.from_row(row) for row in rows], True
 
     @staticmethod
     def _idem_key(key: str | None, index: int, batch: bool) -> str | None:
@@ -217,10 +225,3 @@ class Intake:
             "attempts": 0,
             "deliveries": 0,
         }
-
-
-def _accepted(row: dict[str, Any]) -> AcceptedJob:
-    return AcceptedJob(id=row["id"], status=row["status"], model=row["model"], version=row["version"],
-                       deployment=row["deployment"], input_public=row["input_public"],
-                       secret_names=row["secret_names"], created_at=row["created_at"],
-                       deadline_at=row["deadline_at"])

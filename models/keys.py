@@ -36,15 +36,6 @@ def create_key(session: Session, name: str, role: Role) -> tuple[ApiKey, str]:
     return key, plaintext
 
 
-def find_key(session: Session, plaintext: str) -> ApiKey | None:
-    """The active key matching `plaintext`, or None. Lookup by hash, then a constant-time compare."""
-    digest = hash_key(plaintext)
-    key = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
-    if key is None or key.revoked_at is not None:
-        return None
-    return key if hmac.compare_digest(key.key_hash, digest) else None
-
-
 @dataclass(frozen=True, slots=True)
 class ActiveKey:
     id: str
@@ -59,7 +50,7 @@ _ACTIVE_BY_HASH = select(_KEYS.c.id, _KEYS.c.name, _KEYS.c.role, _KEYS.c.key_has
 
 
 def find_active_key(session: Session, plaintext: str) -> ActiveKey | None:
-    """Like `find_key`, as a plain record: the unrevoked key matching `plaintext`, or None."""
+    """The unrevoked key matching `plaintext`, or None: lookup by hash, then a constant-time compare."""
     digest = hash_key(plaintext)
     row = session.connection().execute(_ACTIVE_BY_HASH, {"digest": digest}).first()
     if row is None or not hmac.compare_digest(row.key_hash, digest):

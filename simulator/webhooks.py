@@ -27,7 +27,7 @@ import heapq
 import itertools
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from simulator.config import SimConfig
@@ -36,6 +36,7 @@ from simulator.render import prediction_json, rfc3339
 from simulator.responses import dumps
 from simulator.store import TERMINAL, US, Record, Store
 from simulator.webhook_http import WebhookHTTP
+from simulator.webhook_records import Subscription, WebhookStats
 from simulator.webhook_wire import WebhookRequest, secret_key, signed_headers
 
 log = logging.getLogger(__name__)
@@ -49,46 +50,12 @@ MSG_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
 @dataclass(slots=True)
-class Subscription:
-    """One prediction's webhook and where its deliveries stand. Never holds a rendered body."""
-
-    url: str
-    base: str
-    events: frozenset[str]
-    start_due: int | None = None
-    done_due: int | None = None
-    """When the next ``completed`` attempt is due; None while one is in flight or when finished."""
-    done_id: str = ""
-    first_attempt_us: int | None = None
-    attempts: int = 0
-    delivered_us: int | None = None
-    given_up: bool = False
-
-
-@dataclass
-class WebhookStats:
-    sent: int = 0
-    attempts: int = 0
-    failures: int = 0
-    given_up: int = 0
-    pending: int = 0
-    """``completed`` events neither delivered nor given up yet."""
-    lags_us: list[int] = field(default_factory=list)
-    """First 2xx send time minus completion time, one per delivered ``completed`` event."""
-
-
-@dataclass(slots=True)
 class _Job:
     rid: str
     sub: Subscription
     kind: str
     msg_id: str
     stats: WebhookStats
-
-
-def _percentile(ordered: list[int], fraction: float) -> float:
-    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))
-    return round(ordered[index] / 1000, 3)
 
 
 class WebhookDispatcher:
@@ -319,16 +286,4 @@ class WebhookDispatcher:
         }
 
     def stats_json(self) -> dict[str, Any]:
-        s = self.stats
-        lags = sorted(s.lags_us)
-        lag: dict[str, Any] = {"count": len(lags), "p50": None, "p95": None, "max": None}
-        if lags:
-            lag.update(p50=_percentile(lags, 0.5), p95=_percentile(lags, 0.95), max=round(lags[-1] / 1000, 3))
-        return {
-            "webhooks_sent": s.sent,
-            "webhook_attempts": s.attempts,
-            "webhook_failures": s.failures,
-            "webhooks_given_up": s.given_up,
-            "webhooks_pending": s.pending,
-            "webhook_lag_ms": lag,
-        }
+        return self.stats.to_json()

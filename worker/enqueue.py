@@ -42,7 +42,8 @@ class Enqueuer:
     def __init__(self, app: Celery) -> None:
         self._app = app
 
-    def _send(self, task: str, args: list[Any], countdown: float = 0.0, **options: Any) -> None:
+    def send(self, task: str, args: list[Any], countdown: float = 0.0, **options: Any) -> None:
+        """Any task by name, on its queue (`queue_for`); the methods below are the usual ones."""
         self._app.send_task(task, args=args, queue=queue_for(task), countdown=countdown or None, declare=[],
                             argsrepr=f"['{args[0]}']" if len(args) == 1 else f"['{args[0]}', ...]",
                             kwargsrepr="{}", **options)
@@ -52,21 +53,21 @@ class Enqueuer:
         # publish batch) rather than one round trip and one client per message.
         with self._app.producer_or_acquire() as producer, producer.batch():
             for job_id in job_ids:
-                self._send(SUBMIT, [job_id], producer=producer)
+                self.send(SUBMIT, [job_id], producer=producer)
 
     def __call__(self, job_ids: list[str]) -> None:
         self.submit(job_ids)
 
     def poll(self, job_id: str, countdown: float = 0.0) -> None:
-        self._send(POLL, [job_id], countdown)
+        self.send(POLL, [job_id], countdown)
 
     def store(self, job_id: str, countdown: float = 0.0) -> None:
-        self._send(STORE, [job_id], countdown)
+        self.send(STORE, [job_id], countdown)
 
     def observe(self, job_id: str, prediction: dict[str, Any]) -> None:
         """A finished prediction that Replicate pushed (webhook): its status, outputs, error and
         metrics only; the API strips `input` and `logs` before this, so no secret is on the broker."""
-        self._send(OBSERVE, [job_id, prediction])
+        self.send(OBSERVE, [job_id, prediction])
 
     def cancel(self, job_id: str) -> None:
-        self._send(CANCEL, [job_id])
+        self.send(CANCEL, [job_id])

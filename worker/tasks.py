@@ -51,9 +51,7 @@ def _follow(ctx: WorkerContext, job_id: str, nxt: Next, store_inline: bool = Tru
 def _again(task: Task, job_id: str, delay: float, name: str | None = None) -> None:
     # A fresh message (not task.retry): retries of these steps are unbounded by design; the job's
     # deadline and delivery counter bound them instead.
-    name = name or task.name
-    task.app.send_task(name, args=[job_id], queue=enqueue.queue_for(name), declare=[],
-                       countdown=min(MAX_COUNTDOWN, max(0.05, delay)))
+    runtime.get().enqueuer.send(name or task.name, [job_id], countdown=min(MAX_COUNTDOWN, max(0.05, delay)))
 
 
 def _run(task: Task, job_id: str, service: Callable[[WorkerContext, str], Next], retry_as: str | None = None,
