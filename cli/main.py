@@ -79,8 +79,10 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, max=512)] = 4,
         die(str(exc))
     setup_logging(s.log_level)
     if pool == "threads" and "db_pool_size" not in s.model_fields_set:
-        # Every thread may hold a session at once; a pool much smaller than that churns connections.
-        s = s.model_copy(update={"db_pool_size": min(concurrency, 32)})
+        # Up to one connection per thread, at most 16 per process: threads beyond wait their turn (a
+        # step holds a session for a few ms; see worker/runtime.py), and several workers must fit
+        # PostgreSQL's max_connections (100 by default) together.
+        s = s.model_copy(update={"db_pool_size": min(concurrency, 16)})
     celery = make_worker_app(s)
     argv = ["worker", "-Q", chosen, "-c", str(concurrency), "-P", pool, "--loglevel", s.log_level,
             "--without-gossip", "--without-mingle"]

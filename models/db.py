@@ -9,10 +9,11 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str, *, pool_size: int = 5, pre_ping: bool = True) -> Engine:
+def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 32, pre_ping: bool = True) -> Engine:
     """`pre_ping`: test each pooled connection on checkout (one extra round trip). Workers turn it off:
     their tasks already retry a step on a database error, and a stale connection found that way
-    invalidates the whole pool, so after a PostgreSQL restart only the first step per process fails."""
+    invalidates the whole pool, so after a PostgreSQL restart only the first step per process fails.
+    `max_overflow`: connections opened beyond `pool_size` when all are busy, closed again on return."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -20,7 +21,8 @@ def make_engine(url: str, *, pool_size: int = 5, pre_ping: bool = True) -> Engin
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=32, pool_pre_ping=pre_ping, pool_recycle=1800)
+    return create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=pre_ping,
+                         pool_recycle=1800, pool_timeout=30)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -12,7 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
+
+from tests.support.tcpproxy import TcpProxy
 
 PG_ADMIN_URL = os.environ.get("GENQUEUE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 # Set by pytest_configure: a Redis server of this test session's own (see below).
@@ -81,6 +83,19 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def pg_via_proxy(pg_url: str) -> Iterator[tuple[str, TcpProxy]]:
+    """A brand-new PostgreSQL database reached through a loopback proxy that the test can take down
+    and bring back: an outage, without touching the server other tests share."""
+    real = make_url(pg_url)
+    proxy = TcpProxy(real.host or "127.0.0.1", real.port or 5432)
+    proxy.start()
+    try:
+        yield real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False), proxy
+    finally:
+        proxy.down()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -6,6 +6,7 @@ from celery import Celery
 
 from core.settings import Settings
 from worker.enqueue import FOLLOW_QUEUE, QUEUE
+from worker.redis_broker import TRANSPORT
 
 # Longest countdown any task is sent with (retries are capped to it in worker/tasks.py; polls wait at
 # most GENQUEUE_POLL_MAX_DELAY). Redis redelivers an unacked message after the visibility timeout, so
@@ -18,6 +19,9 @@ def make_celery(settings: Settings) -> Celery:
     """A producer-side app (send_task only); `make_worker_app` adds the tasks."""
     app = Celery("genqueue", broker=settings.redis_url)
     app.conf.update(
+        # kombu's Redis transport with one client per channel; plain redis:// only (rediss:// and
+        # sentinel:// keep kombu's own, which sets up their TLS and discovery from the scheme).
+        broker_transport=TRANSPORT if settings.redis_url.startswith("redis://") else None,
         task_serializer="json",
         accept_content=["json"],
         result_backend=None,

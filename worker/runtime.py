@@ -25,7 +25,7 @@ from worker.durations import Durations
 from worker.enqueue import Enqueuer
 from worker.ratelimit import CircuitBreaker, RateLimiter
 from worker.replicate import ReplicateClient, make_http_client
-from worker.transport import PerThreadTransport
+from worker.transport import CookielessClient, PerThreadTransport
 
 if TYPE_CHECKING:
     from storage import Storage
@@ -82,12 +82,15 @@ def build_context(settings: Settings, app: Any) -> WorkerContext:
     )
     return WorkerContext(
         settings=settings,
-        # Sized to the process's concurrency (the CLI sets it for a threads pool): overflow connections
-        # are closed when returned, so a pool smaller than the steady demand reconnects all the time.
-        sessions=make_session_factory(make_engine(settings.effective_database_url,
-                                                  pool_size=settings.db_pool_size, pre_ping=False)),
+        # A fixed set of connections, no overflow: a thread finding them all busy waits (steps hold a
+        # session for a few ms, never across an HTTP call, and never two at once). Overflow connections
+        # are closed on return, so W1's bursts reconnected all the time (~5% of the worker's CPU, plus
+        # PostgreSQL forking backends), and a pool as large as the threads made 2 x 64 connections:
+        # over PostgreSQL's default max_connections of 100, so steps failed with "too many clients".
+        sessions=make_session_factory(make_engine(settings.effective_database_url, pool_size=settings.db_pool_size,
+                                                  max_overflow=0, pre_ping=False)),
         replicate=ReplicateClient(http, settings.replicate_base_url, on_response=recorder.replicate_response),
-        downloads=httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False,
+        downloads=CookielessClient(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False,
                                transport=PerThreadTransport()),
         storage=storage,
         limiter=RateLimiter(rclient, create_per_min=settings.create_rate_per_min,

@@ -44,6 +44,11 @@ def _follow(ctx: WorkerContext, job_id: str, nxt: Next, store_inline: bool = Tru
                 store(ctx, job_id)
         except RetryLater as later:
             ctx.enqueuer.store(job_id, later.delay)
+        except (OperationalError, InterfaceError) as exc:
+            # Retry the copy as a store step: retrying the task that noticed the prediction (submit,
+            # poll) would find the job past that step and drop it, leaving the copy to the sweeper.
+            log.warning("job=%s store database unavailable (%s); retrying", job_id, type(exc).__name__)
+            ctx.enqueuer.store(job_id, backoff(2, base=1.0, cap=15.0))
     elif nxt.task == "submit":
         ctx.enqueuer.submit([job_id])
 

@@ -7,40 +7,20 @@ from __future__ import annotations
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 import redis
-from sqlalchemy import create_engine, text
 
 from cli.stack import free_port, wait_http
 from models.keys import Role, create_key
 from simulator.config import SimConfig
 from simulator.server import run_in_thread
-from tests.conftest import PG_ADMIN_URL, redis_base
+from tests.conftest import redis_base
 from tests.support.pipeline import VERSION, pipeline
 from tests.support.tcpproxy import TcpProxy
 
 JOBS_PER_PHASE = 25
-
-
-@pytest.fixture
-def pg_via_proxy() -> Iterator[tuple[str, TcpProxy]]:
-    name = f"gq_outage_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    proxy = TcpProxy("127.0.0.1", 5432)
-    proxy.start()
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{name}", proxy
-    finally:
-        proxy.down()
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _job(i: int) -> dict[str, object]:

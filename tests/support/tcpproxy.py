@@ -30,6 +30,8 @@ class TcpProxy:
     def down(self) -> None:
         """Refuse new connections and cut every open one (what clients see when the server dies)."""
         if self._listener is not None:
+            with suppress(OSError):  # wakes the accept() blocked on it, so the port is free at once
+                self._listener.shutdown(socket.SHUT_RDWR)
             with suppress(OSError):
                 self._listener.close()
             self._listener = None

@@ -20,6 +20,7 @@ import httpx
 from worker.replicate.errors import ForbiddenURLError
 from worker.replicate.responses import decode, transport_error
 from worker.replicate.types import Page, Prediction, parse_page, parse_prediction
+from worker.transport import CookielessClient
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def make_http_client(
     max_connections: int = 100,
 ) -> httpx.Client:
     """An ``httpx.Client`` for the Replicate API: bearer auth, explicit timeouts, no redirects."""
-    return httpx.Client(
+    return CookielessClient(
         base_url=base_url,
         headers={
             "Authorization": f"Bearer {token}",

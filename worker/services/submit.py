@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from core.crypto import SecretsError, decrypt_secrets
@@ -34,6 +36,8 @@ MIN_CANCEL_AFTER = 5.0  # seconds: Replicate's floor for the Cancel-After header
 
 # How far before our claim to look for a prediction whose create answer was lost (clock skew margin).
 RECONCILE_MARGIN = timedelta(seconds=120)
+# Pauses between attempts to record a create's answer while the database is unavailable (~15 s).
+RECORD_RETRY_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0)
 # A message that arrives this much before the job's next check time is a duplicate of a live chain.
 EARLY = timedelta(seconds=0.25)
 
@@ -199,8 +203,36 @@ def _create(ctx: WorkerContext, job: Job, payload: dict[str, Any]) -> Next:
         with ctx.sessions.begin() as session:
             return fail(session, job, JobStatus.SUBMITTING, code, str(exc))
     ctx.breaker.success()
+    return _record_answer(ctx, job, prediction)
+
+
+def _record_answer(ctx: WorkerContext, job: Job, p: Prediction) -> Next:
+    """Record what the create answered. Until this commits, the paid prediction exists only in this
+    thread's memory: a database error here is retried in place for a few seconds. Left to a new
+    message, the retry would find the claim's create window still open and drop itself, and the
+    sweeper would adopt the prediction minutes later (W1 with PostgreSQL out of connections: 180 s).
+    A last failure propagates: the task retries, and the reconcile above adopts the prediction."""
+    attempts = job.attempts  # _record counts this create on `job`: every try starts from the same count
+    for attempt, pause in enumerate(RECORD_RETRY_PAUSES):
+        try:
+            return _record_once(ctx, job, p, again=attempt > 0)
+        except (OperationalError, InterfaceError) as exc:
+            log.warning("job=%s prediction=%s created; recording it failed (%s), again in %.1fs",
+                        job.id, p.id, type(exc).__name__, pause)
+            job.attempts = attempts
+            time.sleep(pause)
+    return _record_once(ctx, job, p, again=True)
+
+
+def _record_once(ctx: WorkerContext, job: Job, p: Prediction, again: bool) -> Next:
     with ctx.sessions.begin() as session:
-        return _record(ctx, session, job, prediction, created=True)
+        if again:  # did an earlier attempt's COMMIT land though its reply was lost? Then it is ours.
+            row = session.execute(select(Job.prediction_id, Job.status).where(Job.id == job.id)).one_or_none()
+            if row is not None and row.prediction_id == p.id:
+                if row.status == JobStatus.RUNNING:
+                    return Next("poll", first_poll_delay(ctx, job, p))
+                return Next("store") if row.status == JobStatus.STORING else DONE
+        return _record(ctx, session, job, p, created=True)
 
 
 def _after_transient(ctx: WorkerContext, job: Job, exc: TransientError) -> None:
