@@ -25,7 +25,8 @@ from worker.durations import Durations
 from worker.enqueue import Enqueuer
 from worker.ratelimit import CircuitBreaker, RateLimiter
 from worker.replicate import ReplicateClient, make_http_client
-from worker.transport import CookielessClient, PerThreadTransport
+from worker.stdlib_http import StdlibTransport
+from worker.transport import CookielessClient
 
 if TYPE_CHECKING:
     from storage import Storage
@@ -69,7 +70,7 @@ def build_context(settings: Settings, app: Any) -> WorkerContext:
         base_url=settings.replicate_base_url,
         token=settings.token(),
         timeout=settings.replicate_timeout,
-        transport=PerThreadTransport(),
+        transport=StdlibTransport(),
     )
     storage = make_storage(
         settings.effective_storage_url,
@@ -91,7 +92,7 @@ def build_context(settings: Settings, app: Any) -> WorkerContext:
                                                   max_overflow=0, pre_ping=False)),
         replicate=ReplicateClient(http, settings.replicate_base_url, on_response=recorder.replicate_response),
         downloads=CookielessClient(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False,
-                               transport=PerThreadTransport()),
+                               transport=StdlibTransport()),
         storage=storage,
         limiter=RateLimiter(rclient, create_per_min=settings.create_rate_per_min,
                             read_per_min=settings.read_rate_per_min),

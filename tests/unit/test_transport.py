@@ -1,88 +1,155 @@
-"""PerThreadTransport: each thread gets its own pool; close() closes every one of them. CookielessClient:
-Set-Cookie answers (over real loopback HTTP) are not kept, so nothing is sent back."""
+"""The worker's HTTP plumbing over real loopback HTTP: StdlibTransport (keep-alive per thread, stale
+connections noticed, chunked and streamed bodies, failures mapped to httpx's types with the meaning the
+create path relies on) and CookielessClient (Set-Cookie answers are not kept)."""
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
-from worker.transport import CookielessClient, PerThreadTransport
+from worker.stdlib_http import StdlibTransport
+from worker.transport import CookielessClient
 
 
-class CountingTransport(httpx.BaseTransport):
-    def __init__(self) -> None:
-        self.requests = 0
-        self.closed = False
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    connections: set[int] = set()
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests += 1
-        return httpx.Response(200, text=threading.current_thread().name)
+    def setup(self) -> None:
+        super().setup()
+        type(self).connections.add(self.client_address[1])
 
-    def close(self) -> None:
-        self.closed = True
-
-
-def test_one_transport_per_thread_reused_within_the_thread_and_all_closed() -> None:
-    made: list[CountingTransport] = []
-
-    def factory() -> CountingTransport:
-        made.append(CountingTransport())
-        return made[-1]
-
-    transport = PerThreadTransport(factory)
-    client = httpx.Client(transport=transport, base_url="http://sim.invalid")
-    answers: list[str] = []
-
-    def work() -> None:
-        for _ in range(3):
-            answers.append(client.get("/x").text)
-
-    threads = [threading.Thread(target=work, name=f"t{i}") for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(made) == 4 and all(t.requests == 3 for t in made)
-    assert sorted(answers) == sorted([f"t{i}" for i in range(4) for _ in range(3)])
-    client.close()
-    assert all(t.closed for t in made)
-
-
-class CookieSetter(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = (self.headers.get("Cookie") or "-").encode()
-        self.send_response(200)
-        self.send_header("Set-Cookie", "session=fake-session-value; Path=/")
-        self.send_header("Content-Length", str(len(body)))
+    def _send(self, status: int, body: bytes, **headers: str) -> None:
+        self.send_response(status)
+        for k, v in {"Content-Length": str(len(body)), **headers}.items():
+            self.send_header(k.replace("_", "-"), v)
         self.end_headers()
         self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for part in (b"hello ", b"chunked ", b"world"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+        elif self.path == "/slow":
+            time.sleep(1.0)
+            self._send(200, b"late")
+        elif self.path == "/close":
+            self._send(200, b"bye", Connection="close")
+            self.close_connection = True
+        elif self.path == "/drop":  # as a server's keep-alive timeout does: no "Connection: close" first
+            self._send(200, b"kept?")
+            self.close_connection = True
+        elif self.path == "/big":
+            self._send(200, b"x" * 300_000)
+        elif self.path == "/cookie":
+            self._send(200, (self.headers.get("Cookie") or "-").encode(), Set_Cookie="session=fake-value; Path=/")
+        else:
+            self._send(200, json.dumps({"path": self.path, "auth": self.headers.get("Authorization")}).encode(),
+                       Content_Type="application/json")
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self._send(201, body, Content_Type="application/json")
 
     def log_message(self, *args: object) -> None:
         pass
 
 
 @pytest.fixture
-def cookie_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), CookieSetter)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+def server() -> Iterator[tuple[str, ThreadingHTTPServer]]:
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    Handler.connections = set()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://127.0.0.1:{srv.server_address[1]}", srv
     finally:
-        server.shutdown()
-        server.server_close()
+        srv.shutdown()
+        srv.server_close()
 
 
-def test_cookieless_client_keeps_no_cookies(cookie_server: str) -> None:
-    with httpx.Client() as plain:  # the behaviour it turns off: httpx keeps and sends back the cookie
-        plain.get(cookie_server)
-        assert plain.get(cookie_server).text == "session=fake-session-value"
-    with CookielessClient() as client:
-        first = client.get(cookie_server)
-        assert first.status_code == 200 and first.headers["set-cookie"].startswith("session=")
-        assert client.get(cookie_server).text == "-" and not client.cookies
+def client(base: str, **kw: object) -> httpx.Client:
+    return CookielessClient(base_url=base, transport=StdlibTransport(), headers={"Authorization": "Bearer fake"},
+                            timeout=httpx.Timeout(5.0, connect=2.0), **kw)
+
+
+def test_requests_and_keep_alive_per_thread(server: tuple[str, ThreadingHTTPServer]) -> None:
+    base, _ = server
+    with client(base) as c:
+        for i in range(5):
+            assert c.post("/v1/predictions", json={"n": i}).json() == {"n": i}
+            assert c.get(f"/g/{i}").json() == {"path": f"/g/{i}", "auth": "Bearer fake"}
+        assert len(Handler.connections) == 1  # one connection, reused
+
+        def work() -> None:
+            for _ in range(3):
+                c.get("/t")
+
+        threads = [threading.Thread(target=work) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(Handler.connections) == 4  # one more per thread
+
+
+def test_chunked_streamed_and_closed_bodies(server: tuple[str, ThreadingHTTPServer]) -> None:
+    base, _ = server
+    with client(base) as c:
+        assert c.get("/chunked").text == "hello chunked world"
+        with c.stream("GET", "/big") as r:
+            assert sum(len(chunk) for chunk in r.iter_raw()) == 300_000
+        with c.stream("GET", "/big") as r:  # left unread: that connection must not be reused
+            next(r.iter_raw())
+        assert c.get("/close").text == "bye"  # Connection: close is honoured
+        assert c.get("/after").json()["path"] == "/after"
+        assert len(Handler.connections) == 3
+
+
+def test_a_connection_the_server_dropped_is_not_reused(server: tuple[str, ThreadingHTTPServer]) -> None:
+    base, _ = server
+    with client(base) as c:
+        assert c.get("/drop").text == "kept?"  # the server closes this keep-alive connection right after
+        time.sleep(0.2)
+        assert c.get("/next").json()["path"] == "/next"  # not RemoteProtocolError: a new connection
+        assert len(Handler.connections) == 2
+
+
+def test_failures_map_to_httpx_types(server: tuple[str, ThreadingHTTPServer]) -> None:
+    base, _ = server
+    with client(base) as c:
+        with pytest.raises(httpx.ReadTimeout):
+            c.get("/slow", timeout=httpx.Timeout(5.0, read=0.2))
+        assert c.get("/fine").status_code == 200
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with client(f"http://127.0.0.1:{port}") as c, pytest.raises(httpx.ConnectError):
+        c.get("/nobody-listens")  # ConnectError: the create path may safely send again
+    with client(base) as c, pytest.raises(httpx.UnsupportedProtocol):
+        c.get("ftp://127.0.0.1/x")
+
+
+def test_cookieless_client_keeps_no_cookies(server: tuple[str, ThreadingHTTPServer]) -> None:
+    base, _ = server
+    with httpx.Client(base_url=base) as plain:  # what it turns off: httpx keeps and sends back the cookie
+        plain.get("/cookie")
+        assert plain.get("/cookie").text == "session=fake-value"
+    with client(base) as c:
+        first = c.get("/cookie")
+        assert first.headers["set-cookie"].startswith("session=")
+        assert c.get("/cookie").text == "-" and not c.cookies
         with pytest.raises(TypeError):
-            client.cookies = {"a": "b"}  # type: ignore[assignment]
+            c.cookies = {"a": "b"}  # type: ignore[assignment]
