@@ -4,12 +4,16 @@ create path relies on) and CookielessClient (Set-Cookie answers are not kept).""
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
@@ -153,3 +157,47 @@ def test_cookieless_client_keeps_no_cookies(server: tuple[str, ThreadingHTTPServ
         assert c.get("/cookie").text == "-" and not c.cookies
         with pytest.raises(TypeError):
             c.cookies = {"a": "b"}  # type: ignore[assignment]
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "genqueue-test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_https_is_verified(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    srv.socket = server_ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"https://127.0.0.1:{srv.server_address[1]}"
+    try:
+        trusting = ssl.create_default_context(cafile=str(cert))
+        with CookielessClient(base_url=base, transport=StdlibTransport(ssl_context=trusting)) as c:
+            assert c.get("/tls").json()["path"] == "/tls"
+            assert c.get("/tls2").json()["path"] == "/tls2"
+        with CookielessClient(base_url=base, transport=StdlibTransport()) as c, pytest.raises(httpx.ConnectError):
+            c.get("/untrusted")  # the default context (httpx's: certifi) refuses a self-signed certificate
+    finally:
+        srv.shutdown()
+        srv.server_close()
