@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     # With webhooks on, a running prediction is polled at most this often (a missed webhook is noticed
     # within about this long; Replicate retries a failed delivery for about a minute).
     webhook_poll_interval: float = Field(90.0, gt=0, le=300, validation_alias=_alias("GENQUEUE_WEBHOOK_POLL_INTERVAL"))
-    # SQL connections each worker process keeps open (a threads-pool worker gets min(concurrency, 32)).
+    # SQL connections each worker process keeps open, no overflow (a threads-pool worker gets min(concurrency, 16)).
     db_pool_size: int = Field(4, ge=1, le=128, validation_alias=_alias("GENQUEUE_DB_POOL_SIZE"))
     job_deadline_seconds: float = Field(3600.0, gt=0, validation_alias=_alias("GENQUEUE_JOB_DEADLINE"))
     max_deliveries: int = Field(8, gt=0, validation_alias=_alias("GENQUEUE_MAX_DELIVERIES"))
