@@ -22,7 +22,7 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 32, pre_pin
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=pre_ping,
-                         pool_recycle=1800, pool_timeout=30)
+                         pool_recycle=1800)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -92,7 +92,7 @@ def build_context(settings: Settings, app: Any) -> WorkerContext:
                                                   max_overflow=0, pre_ping=False)),
         replicate=ReplicateClient(http, settings.replicate_base_url, on_response=recorder.replicate_response),
         downloads=CookielessClient(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False,
-                               transport=StdlibTransport()),
+                                   transport=StdlibTransport()),
         storage=storage,
         limiter=RateLimiter(rclient, create_per_min=settings.create_rate_per_min,
                             read_per_min=settings.read_rate_per_min),

@@ -49,6 +49,17 @@ def _stale(conn: http.client.HTTPConnection) -> bool:
         return True
 
 
+def _mapped(exc: Exception, timeout: type[httpx.TimeoutException], other: type[httpx.TransportError],
+            request: httpx.Request | None = None) -> httpx.TransportError:
+    """A socket or http.client failure as httpx's type for the phase it happened in (write or read)."""
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        return timeout(message, request=request)
+    if isinstance(exc, http.client.RemoteDisconnected | http.client.BadStatusLine | http.client.IncompleteRead):
+        return httpx.RemoteProtocolError(message, request=request)
+    return other(message, request=request)
+
+
 class _Body(httpx.SyncByteStream):
     """The response body, read from the connection as httpx asks; the connection goes back to its
     thread's idle list once the body was read to the end (otherwise it is closed)."""
@@ -63,12 +74,8 @@ class _Body(httpx.SyncByteStream):
         while True:
             try:
                 chunk = self._response.read(CHUNK)
-            except TimeoutError as exc:
-                raise httpx.ReadTimeout(str(exc) or "read timed out") from exc
-            except http.client.IncompleteRead as exc:
-                raise httpx.RemoteProtocolError("connection closed before the body was complete") from exc
             except (OSError, http.client.HTTPException) as exc:
-                raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+                raise _mapped(exc, httpx.ReadTimeout, httpx.ReadError) from exc
             if not chunk:
                 self._done = True
                 return
@@ -151,25 +158,16 @@ class StdlibTransport(httpx.BaseTransport):
             for name, value in request.headers.raw:
                 conn.putheader(name.decode("latin-1"), value.decode("latin-1"))
             conn.endheaders(body or None)
-        except TimeoutError as exc:
-            conn.close()
-            raise httpx.WriteTimeout(str(exc) or "write timed out", request=request) from exc
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
+            raise _mapped(exc, httpx.WriteTimeout, httpx.WriteError, request) from exc
         try:
             if conn.sock is not None:
                 conn.sock.settimeout(read_timeout)
             response = conn.getresponse()
-        except TimeoutError as exc:
-            conn.close()
-            raise httpx.ReadTimeout(str(exc) or "read timed out", request=request) from exc
-        except (http.client.RemoteDisconnected, http.client.BadStatusLine) as exc:
-            conn.close()
-            raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+            raise _mapped(exc, httpx.ReadTimeout, httpx.ReadError, request) from exc
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1", "reason_phrase": response.reason.encode("latin-1")}
         return httpx.Response(response.status, headers=response.getheaders(),
                               stream=_Body(self, origin, conn, response), extensions=extensions)

@@ -48,9 +48,14 @@ def _follow(ctx: WorkerContext, job_id: str, nxt: Next, store_inline: bool = Tru
             # Retry the copy as a store step: retrying the task that noticed the prediction (submit,
             # poll) would find the job past that step and drop it, leaving the copy to the sweeper.
             log.warning("job=%s store database unavailable (%s); retrying", job_id, type(exc).__name__)
-            ctx.enqueuer.store(job_id, backoff(2, base=1.0, cap=15.0))
+            ctx.enqueuer.store(job_id, _db_retry_delay())
     elif nxt.task == "submit":
         ctx.enqueuer.submit([job_id])
+
+
+def _db_retry_delay() -> float:
+    """How long a step waits before trying again while the database is away (about 0.5-4 s)."""
+    return backoff(2, base=1.0, cap=15.0)
 
 
 def _again(task: Task, job_id: str, delay: float, name: str | None = None) -> None:
@@ -72,7 +77,7 @@ def _run(task: Task, job_id: str, service: Callable[[WorkerContext, str], Next],
         # The database is away (restart, failover): try the same step again shortly. If the broker
         # is away too, the sweeper re-sends the step once both are back.
         log.warning("job=%s %s database unavailable (%s); retrying", job_id, task.name, type(exc).__name__)
-        _again(task, job_id, backoff(task.request.retries or 2, base=1.0, cap=15.0), retry_as)
+        _again(task, job_id, _db_retry_delay(), retry_as)
 
 
 def register(app: Celery) -> None:

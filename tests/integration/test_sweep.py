@@ -5,61 +5,28 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import redis
 from sqlalchemy import update
 
-from core.settings import load_settings
-from intake import JobRequest
 from models.base import utcnow
 from models.tables import Job
-from worker.runtime import build_context
+from tests.support.worker_ctx import new_job, worker_context
+from worker.runtime import WorkerContext
 from worker.services.sweep import sweep
 
-VERSION = "jigsawstack/image-generation:43d5bce2e1c97fa1e7d8996187a85cd5c882787989091af3b135c7a16ca23b79"
+
+def _ctx(tmp_path: Path, db_url: str, redis_url: str) -> Any:  # Any: its enqueuer is the recording one
+    return worker_context(tmp_path, db_url, redis_url)
 
 
-class RecordingEnqueuer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-
-    def submit(self, ids: list[str]) -> None:
-        self.sent += [("submit", i) for i in ids]
-
-    __call__ = submit
-
-    def poll(self, job_id: str, countdown: float = 0.0) -> None:
-        self.sent.append(("poll", job_id))
-
-    def store(self, job_id: str, countdown: float = 0.0) -> None:
-        self.sent.append(("store", job_id))
-
-    def cancel(self, job_id: str) -> None:
-        self.sent.append(("cancel", job_id))
-
-
-def _ctx(tmp_path: Path, db_url: str, redis_url: str):  # type: ignore[no-untyped-def]
-    from models.db import make_engine
-    from models.migrate import upgrade
-
-    settings = load_settings(_env_file=None, database_url=db_url, redis_url=redis_url,
-                             replicate_api_token="r8_sim_fake_token", data_dir=tmp_path,
-                             storage_url=f"file://{tmp_path}/out", stuck_after=60)
-    upgrade(make_engine(settings.effective_database_url))
-    ctx = build_context(settings, app=None)
-    ctx.enqueuer = RecordingEnqueuer()  # type: ignore[assignment]
-    return ctx
-
-
-def _job(ctx, status: str, overdue: bool) -> str:  # type: ignore[no-untyped-def]
-    from intake.service import Intake
-
-    intake = Intake(ctx.sessions, ctx.cipher, frozenset({"api_key"}), lambda ids: None, 3600)
-    [job], _ = intake.submit([JobRequest(version=VERSION, input={"prompt": "p", "api_key": "k"})])
+def _job(ctx: WorkerContext, status: str, overdue: bool) -> str:
+    job_id = new_job(ctx)
     when = utcnow() - timedelta(seconds=600 if overdue else 0)
     with ctx.sessions.begin() as s:
-        s.execute(update(Job).where(Job.id == job.id).values(status=status, next_check_at=when))
-    return job.id
+        s.execute(update(Job).where(Job.id == job_id).values(status=status, next_check_at=when))
+    return job_id
 
 
 def test_sweep_resends_overdue_steps_only(tmp_path: Path, db_url: str, redis_url: str) -> None:
