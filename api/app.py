@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import (
+from genqueue.api import (
     dashboard,
     routes_health,
     routes_jobs,
@@ -23,14 +23,14 @@ from api import (
     routes_stats,
     routes_webhooks,
 )
-from api.bodylimit import BodySizeLimit
-from api.deps import JobEnqueuer, OutputReader
-from api.errors import install_error_handlers
-from api.ratelimit import RateLimiter
-from core.crypto import load_cipher
-from core.settings import Settings
-from intake import Intake
-from models.db import make_engine, make_session_factory
+from genqueue.api.bodylimit import BodySizeLimit
+from genqueue.api.deps import JobEnqueuer, OutputReader
+from genqueue.api.errors import install_error_handlers
+from genqueue.api.ratelimit import RateLimiter
+from genqueue.core.crypto import load_cipher
+from genqueue.core.settings import Settings
+from genqueue.intake import Intake
+from genqueue.models.db import make_engine, make_session_factory
 
 DESCRIPTION = """Durable Replicate generation jobs. Create jobs, follow them, download their stored outputs.
 
@@ -39,7 +39,7 @@ body `{"error": {"code", "message", "fields": [{"field", "reason"}]}}`."""
 
 
 def _make_storage(settings: Settings) -> OutputReader:
-    from storage import make_storage
+    from genqueue.storage import make_storage
 
     secret = settings.aws_secret_access_key
     store: OutputReader = make_storage(
@@ -53,8 +53,8 @@ def _make_storage(settings: Settings) -> OutputReader:
 
 
 def _make_enqueuer(settings: Settings) -> JobEnqueuer:
-    from worker.celery_app import make_celery
-    from worker.enqueue import Enqueuer
+    from genqueue.worker.celery_app import make_celery
+    from genqueue.worker.enqueue import Enqueuer
 
     return Enqueuer(make_celery(settings))
 

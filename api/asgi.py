@@ -8,9 +8,9 @@ from typing import Any
 def __getattr__(name: str) -> Any:
     if name != "app":
         raise AttributeError(name)
-    from api.app import create_app
-    from core.logs import setup_logging
-    from core.settings import load_settings
+    from genqueue.api.app import create_app
+    from genqueue.core.logs import setup_logging
+    from genqueue.core.settings import load_settings
 
     settings = load_settings()
     setup_logging(settings.log_level)

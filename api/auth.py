@@ -20,10 +20,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import get_session
-from api.errors import ApiError
-from api.ratelimit import RateLimiter
-from models.keys import Role, find_active_key
+from genqueue.api.deps import get_session
+from genqueue.api.errors import ApiError
+from genqueue.api.ratelimit import RateLimiter
+from genqueue.models.keys import Role, find_active_key
 
 bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey",
                     description="An API key (`gq_...`) from `genqueue keys create`.")

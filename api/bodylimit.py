@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_response
-from intake.errors import FieldError
+from genqueue.api.errors import error_response
+from genqueue.intake.errors import FieldError
 
 
 class BodySizeLimit:

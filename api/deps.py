@@ -14,7 +14,7 @@ from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from intake import Intake
+from genqueue.intake import Intake
 
 
 class JobEnqueuer(Protocol):

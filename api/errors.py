@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from intake.errors import FieldError, IntakeError
+from genqueue.intake.errors import FieldError, IntakeError
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import binascii
 import re
 from datetime import datetime
 
-from api.errors import ApiError
-from intake.errors import FieldError
+from genqueue.api.errors import ApiError
+from genqueue.intake.errors import FieldError
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
 

@@ -7,10 +7,10 @@ from datetime import datetime
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from api.auth import Principal
-from api.errors import ApiError
-from models.status import JobStatus
-from models.tables import Job
+from genqueue.api.auth import Principal
+from genqueue.api.errors import ApiError
+from genqueue.models.status import JobStatus
+from genqueue.models.tables import Job
 
 
 def _scoped(stmt: Select[Job], principal: Principal) -> Select[Job]:

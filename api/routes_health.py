@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from api.deps import session_factory
+from genqueue.api.deps import session_factory
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])

@@ -10,18 +10,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import Principal, require
-from api.deps import JobEnqueuer, get_enqueuer, get_intake, get_session
-from api.errors import ApiError, ErrorResponse
-from api.pagination import decode_cursor, encode_cursor
-from api.queries import list_jobs, visible_job, visible_jobs
-from api.views import JobBatchView, JobPage, JobView, OutputUrl, accepted_view, job_view
-from intake import Intake, JobRequest
-from intake.service import MAX_BATCH
-from models.base import utcnow
-from models.jobs import finish_timings, touch, transition
-from models.keys import Role
-from models.status import JobStatus
+from genqueue.api.auth import Principal, require
+from genqueue.api.deps import JobEnqueuer, get_enqueuer, get_intake, get_session
+from genqueue.api.errors import ApiError, ErrorResponse
+from genqueue.api.pagination import decode_cursor, encode_cursor
+from genqueue.api.queries import list_jobs, visible_job, visible_jobs
+from genqueue.api.views import JobBatchView, JobPage, JobView, OutputUrl, accepted_view, job_view
+from genqueue.intake import Intake, JobRequest
+from genqueue.intake.service import MAX_BATCH
+from genqueue.models.base import utcnow
+from genqueue.models.jobs import finish_timings, touch, transition
+from genqueue.models.keys import Role
+from genqueue.models.status import JobStatus
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

@@ -20,16 +20,16 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.auth import Principal, require
-from api.deps import session_factory
-from api.errors import ErrorResponse
-from models import stats
-from models.base import utcnow
-from models.keys import Role
-from models.stats import QUANTILES, STATUSES, TIMINGS, Filters
-from models.status import TERMINAL
-from models.tables import Job
-from worker.metrics import LIMITER_KEY, REPLICATE_KEY, read_counters
+from genqueue.api.auth import Principal, require
+from genqueue.api.deps import session_factory
+from genqueue.api.errors import ErrorResponse
+from genqueue.models import stats
+from genqueue.models.base import utcnow
+from genqueue.models.keys import Role
+from genqueue.models.stats import QUANTILES, STATUSES, TIMINGS, Filters
+from genqueue.models.status import TERMINAL
+from genqueue.models.tables import Job
+from genqueue.worker.metrics import LIMITER_KEY, REPLICATE_KEY, read_counters
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["ops"])

@@ -8,18 +8,18 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from api.auth import Principal, require
-from api.deps import OutputReader, get_session, get_storage
-from api.errors import ApiError, ErrorResponse
-from api.queries import visible_job
-from models.keys import Role
+from genqueue.api.auth import Principal, require
+from genqueue.api.deps import OutputReader, get_session, get_storage
+from genqueue.api.errors import ApiError, ErrorResponse
+from genqueue.api.queries import visible_job
+from genqueue.models.keys import Role
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 def _not_found_errors() -> tuple[type[BaseException], ...]:
     try:
-        from storage import StorageNotFound
+        from genqueue.storage import StorageNotFound
     except ImportError:  # storage package not installed: only injected readers, which raise FileNotFoundError
         return (FileNotFoundError,)
     return (StorageNotFound, FileNotFoundError)

@@ -8,14 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
-from api.auth import Principal, require
-from api.deps import get_session
-from api.errors import ApiError, ErrorResponse
-from core.settings import Settings
-from intake.errors import FieldError
-from models.base import utcnow
-from models.keys import Role
-from models.stats_report import filters_for, report
+from genqueue.api.auth import Principal, require
+from genqueue.api.deps import get_session
+from genqueue.api.errors import ApiError, ErrorResponse
+from genqueue.core.settings import Settings
+from genqueue.intake.errors import FieldError
+from genqueue.models.base import utcnow
+from genqueue.models.keys import Role
+from genqueue.models.stats_report import filters_for, report
 
 router = APIRouter(prefix="/v1", tags=["ops"])
 

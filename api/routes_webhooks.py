@@ -17,10 +17,10 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import get_enqueuer
-from api.errors import ApiError
-from api.webhook_auth import WebhookRejected, WebhookSecret, verify
-from intake.errors import FieldError
+from genqueue.api.deps import get_enqueuer
+from genqueue.api.errors import ApiError
+from genqueue.api.webhook_auth import WebhookRejected, WebhookSecret, verify
+from genqueue.intake.errors import FieldError
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])

@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from core.crypto import masked_input
-from intake.service import AcceptedJob
-from models.tables import Job
+from genqueue.core.crypto import masked_input
+from genqueue.intake.service import AcceptedJob
+from genqueue.models.tables import Job
 
 OutputUrl = Callable[[str, int], str]
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 
 import httpx
 
-from core.settings import Settings
+from genqueue.core.settings import Settings
 
 # Replicate's guidance: reject timestamps more than five minutes away (replay window).
 TOLERANCE_SECONDS = 300

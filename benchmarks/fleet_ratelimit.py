@@ -20,7 +20,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cli.stack import Stack, free_port, wait_http
+from genqueue.cli.stack import Stack, free_port, wait_http
 from tests.support.pipeline import pipeline
 
 

@@ -22,7 +22,7 @@ import httpx
 import redis
 from sqlalchemy import Engine, create_engine, text
 
-from cli.stack import Stack, free_port, genqueue_argv, wait_http
+from genqueue.cli.stack import Stack, free_port, genqueue_argv, wait_http
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SIM_TOKEN = "r8_sim_fake_token"

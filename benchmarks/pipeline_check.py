@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, text
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.stats import pct
-from cli.stack import Stack, free_port, wait_http
+from genqueue.cli.stack import Stack, free_port, wait_http
 from tests.support.pipeline import pipeline
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -22,10 +22,10 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.base import utcnow
-from models.db import make_engine, make_session_factory
-from models.migrate import upgrade
-from models.stats_report import filters_for, report
+from genqueue.models.base import utcnow
+from genqueue.models.db import make_engine, make_session_factory
+from genqueue.models.migrate import upgrade
+from genqueue.models.stats_report import filters_for, report
 
 SEED = """
 INSERT INTO jobs (id, status, target, model, input_public, secret_names, api_key_id, prediction_id,

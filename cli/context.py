@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
-from core.settings import ConfigError, Settings, load_settings
+from genqueue.core.settings import ConfigError, Settings, load_settings
 
 
 def die(message: str, code: int = 2) -> NoReturn:

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.context import settings_or_die
-from cli.stack import Stack, free_port, wait_http
+from genqueue.cli.context import settings_or_die
+from genqueue.cli.stack import Stack, free_port, wait_http
 
 JIGSAWSTACK_VERSION = "jigsawstack/image-generation:43d5bce2e1c97fa1e7d8996187a85cd5c882787989091af3b135c7a16ca23b79"
 PROMPTS = [
@@ -51,13 +51,13 @@ def demo_env(data_dir: str, sim_port: int, redis_url: str) -> dict[str, str]:
 
 
 def run_demo(*, jobs: int, concurrency: int, predict_seconds: float) -> int:
-    from cli.embedded_redis import ensure_redis
-    from core.crypto import load_cipher
-    from intake import Intake, JobRequest
-    from models.db import make_engine, make_session_factory
-    from models.migrate import upgrade
-    from worker.celery_app import make_celery
-    from worker.enqueue import Enqueuer
+    from genqueue.cli.embedded_redis import ensure_redis
+    from genqueue.core.crypto import load_cipher
+    from genqueue.intake import Intake, JobRequest
+    from genqueue.models.db import make_engine, make_session_factory
+    from genqueue.models.migrate import upgrade
+    from genqueue.worker.celery_app import make_celery
+    from genqueue.worker.enqueue import Enqueuer
 
     console = Console()
     base = settings_or_die()
@@ -123,7 +123,7 @@ def _wait_for_worker(celery: Any, console: Console, timeout: float = 60.0) -> No
 
 
 def _watch(console: Console, sessions: object, ids: list[str], timeout: float) -> bool:
-    from models.stats import Filters, status_counts
+    from genqueue.models.stats import Filters, status_counts
 
     deadline = time.monotonic() + timeout
     with Progress(TextColumn("jobs"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
@@ -146,7 +146,7 @@ def _fmt(v: float | None) -> str:
 
 
 def _summary(console: Console, sessions: object, ids: list[str], storage_url: str) -> None:
-    from models.stats import Filters, summary
+    from genqueue.models.stats import Filters, summary
 
     with sessions() as session:  # type: ignore[operator]
         s = summary(session, Filters(job_ids=ids))

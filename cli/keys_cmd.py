@@ -8,13 +8,13 @@ from typing import Annotated
 
 import typer
 
-from cli.context import die, settings_or_die
+from genqueue.cli.context import die, settings_or_die
 
 app = typer.Typer(no_args_is_help=True, help="Manage API keys.")
 
 
 def _sessions():  # type: ignore[no-untyped-def]
-    from models.db import make_engine, make_session_factory
+    from genqueue.models.db import make_engine, make_session_factory
 
     return make_session_factory(make_engine(settings_or_die().effective_database_url))
 
@@ -35,7 +35,7 @@ def _db_errors() -> Iterator[None]:
 def create(name: Annotated[str, typer.Option(help="1-100 characters")],
            role: Annotated[str, typer.Option(help="submit | ops | admin")] = "submit") -> None:
     """Create a key; the key itself is printed once, on the last line."""
-    from models.keys import Role, create_key
+    from genqueue.models.keys import Role, create_key
 
     if not 1 <= len(name.strip()) <= 100:
         die("--name must be 1 to 100 characters")
@@ -52,7 +52,7 @@ def create(name: Annotated[str, typer.Option(help="1-100 characters")],
 @app.command("list")
 def list_() -> None:
     """List keys (prefix, name, role, state)."""
-    from models.keys import list_keys
+    from genqueue.models.keys import list_keys
 
     with _db_errors(), _sessions()() as session:
         for k in list_keys(session):
@@ -63,7 +63,7 @@ def list_() -> None:
 @app.command()
 def revoke(key: Annotated[str, typer.Argument(help="key id or prefix")]) -> None:
     """Revoke a key; it stops working at once."""
-    from models.keys import revoke_key
+    from genqueue.models.keys import revoke_key
 
     with _db_errors(), _sessions().begin() as session:
         if not revoke_key(session, key):

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from cli import keys_cmd, secrets_cmd, stats_cmd, submit_cmd
-from cli.context import die, settings_or_die
+from genqueue.cli import keys_cmd, secrets_cmd, stats_cmd, submit_cmd
+from genqueue.cli.context import die, settings_or_die
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="genqueue: durable Replicate generation jobs on Celery + Redis + SQL.")
@@ -22,8 +22,8 @@ app.command("stats")(stats_cmd.stats)
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema (Alembic)."""
-    from models.db import make_engine
-    from models.migrate import upgrade
+    from genqueue.models.db import make_engine
+    from genqueue.models.migrate import upgrade
 
     s = settings_or_die()
     engine = make_engine(s.effective_database_url)
@@ -42,15 +42,15 @@ def api(host: str = "127.0.0.1", port: Annotated[int, typer.Option(min=1, max=65
     """Serve the HTTP API (OpenAPI at /docs)."""
     import uvicorn
 
-    from core.logs import setup_logging
+    from genqueue.core.logs import setup_logging
 
     s = settings_or_die()
     setup_logging(s.log_level)
     if workers > 1:
-        uvicorn.run("api.asgi:app", host=host, port=port, workers=workers, log_level="warning",
+        uvicorn.run("genqueue.api.asgi:app", host=host, port=port, workers=workers, log_level="warning",
                     access_log=False, factory=False)
         return
-    from api.app import create_app
+    from genqueue.api.app import create_app
 
     uvicorn.run(create_app(s), host=host, port=port, log_level="warning", access_log=False)
 
@@ -63,9 +63,9 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, max=512)] = 4,
                help="all (follow-up work first, then new jobs) | follow (polls, pushes, stores: a worker "
                     "that finished predictions never wait behind creates) | new")] = "all") -> None:
     """Run a Celery worker (submit, poll, store, sweep tasks)."""
-    from core.logs import setup_logging
-    from worker.celery_app import make_worker_app
-    from worker.enqueue import ALL_QUEUES, FOLLOW_QUEUE, QUEUE, STORE_QUEUE
+    from genqueue.core.logs import setup_logging
+    from genqueue.worker.celery_app import make_worker_app
+    from genqueue.worker.enqueue import ALL_QUEUES, FOLLOW_QUEUE, QUEUE, STORE_QUEUE
 
     if pool not in ("prefork", "threads", "solo"):
         die("--pool must be prefork, threads or solo")
@@ -94,8 +94,8 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, max=512)] = 4,
 @app.command()
 def beat() -> None:
     """Run Celery beat (the sweeper's schedule). Run exactly one per deployment."""
-    from core.logs import setup_logging
-    from worker.celery_app import make_worker_app
+    from genqueue.core.logs import setup_logging
+    from genqueue.worker.celery_app import make_worker_app
 
     s = settings_or_die()
     setup_logging(s.log_level)
@@ -111,8 +111,8 @@ def simulator(host: str = "127.0.0.1", port: Annotated[int, typer.Option(min=1, 
                               typer.Option("--set", help="knob=value (JSON value), repeatable")] = None,
               ) -> None:
     """Run the Replicate-compatible simulator (token r8_sim_fake_token)."""
-    from simulator.config import SimConfig
-    from simulator.server import serve
+    from genqueue.simulator.config import SimConfig
+    from genqueue.simulator.server import serve
 
     try:
         cfg = SimConfig(predict_seconds=predict_seconds, start_delay=start_delay)
@@ -135,7 +135,7 @@ def simulator(host: str = "127.0.0.1", port: Annotated[int, typer.Option(min=1, 
 def up(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4,
        simulator: Annotated[bool, typer.Option(help="also run the simulator and point at it")] = False) -> None:
     """API + worker + beat (+ simulator) as one supervised command for a single machine."""
-    from cli.stack import run_up
+    from genqueue.cli.stack import run_up
 
     run_up(settings_or_die(), host=host, port=port, concurrency=concurrency, with_simulator=simulator)
 
@@ -145,7 +145,7 @@ def demo(jobs: Annotated[int, typer.Option(min=1, max=10000)] = 20,
          concurrency: Annotated[int, typer.Option(min=1, max=64)] = 4,
          predict_seconds: float = 2.0) -> None:
     """Run the whole system on the embedded default with the simulator and 20 ocean prompts."""
-    from cli.demo import run_demo
+    from genqueue.cli.demo import run_demo
 
     sys.exit(run_demo(jobs=jobs, concurrency=concurrency, predict_seconds=predict_seconds))
 

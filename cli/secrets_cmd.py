@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli.context import die, settings_or_die
+from genqueue.cli.context import die, settings_or_die
 
 app = typer.Typer(no_args_is_help=True, help="Manage the key that seals secret input fields.")
 
@@ -22,10 +22,10 @@ def rotate(batch: int = 500) -> None:
     """Re-encrypt every job's sealed secrets with the first key of SECRETS_KEY."""
     from sqlalchemy import select
 
-    from core.crypto import SecretsError, load_cipher
-    from core.crypto import rotate as rotate_token
-    from models.db import make_engine, make_session_factory
-    from models.tables import Job
+    from genqueue.core.crypto import SecretsError, load_cipher
+    from genqueue.core.crypto import rotate as rotate_token
+    from genqueue.models.db import make_engine, make_session_factory
+    from genqueue.models.tables import Job
 
     s = settings_or_die()
     try:

@@ -1,6 +1,6 @@
 """A small process supervisor for one machine: `genqueue up`, the demo, tests and benchmarks.
 
-Each component runs as its own `python -m cli ...` process (as it would on separate hosts); a
+Each component runs as its own `python -m genqueue ...` process (as it would on separate hosts); a
 crashed child is restarted with back-off; SIGINT/SIGTERM stop all children gracefully.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from core.settings import Settings
+from genqueue.core.settings import Settings
 
 
 def free_port() -> int:
@@ -28,7 +28,7 @@ def free_port() -> int:
 
 
 def genqueue_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cli", *args]
+    return [sys.executable, "-m", "genqueue", *args]
 
 
 def wait_http(url: str, timeout: float = 30.0) -> bool:
@@ -123,9 +123,9 @@ class Stack:
 
 
 def run_up(settings: Settings, *, host: str, port: int, concurrency: int, with_simulator: bool) -> None:
-    from cli.embedded_redis import ensure_redis
-    from models.db import make_engine
-    from models.migrate import upgrade
+    from genqueue.cli.embedded_redis import ensure_redis
+    from genqueue.models.db import make_engine
+    from genqueue.models.migrate import upgrade
 
     env = dict(os.environ)
     redis_proc = ensure_redis(settings.redis_url, settings.data_dir, allowed=settings.embedded_redis)

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.context import die, settings_or_die
+from genqueue.cli.context import die, settings_or_die
 
 
 def _s(v: float | None) -> str:
@@ -66,9 +66,9 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="print the /v1/stats JSON document")] = False,
 ) -> None:
     """Ops figures: statuses, queue, in flight, throughput, latency by phase, failures, models, cost."""
-    from models.base import utcnow
-    from models.db import make_engine, make_session_factory
-    from models.stats_report import filters_for, report
+    from genqueue.models.base import utcnow
+    from genqueue.models.db import make_engine, make_session_factory
+    from genqueue.models.stats_report import filters_for, report
 
     s = settings_or_die()
     now = utcnow()

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from cli.context import die, settings_or_die
+from genqueue.cli.context import die, settings_or_die
 
 TERMINAL = ("succeeded", "failed", "canceled")
 
@@ -60,11 +60,11 @@ def submit(
     timeout: Annotated[float, typer.Option(min=1)] = 3600.0,
 ) -> None:
     """Submit jobs; prints one job id per line (and a summary with --wait)."""
-    from core.crypto import load_cipher
-    from intake import Intake, IntakeError, JobRequest
-    from models.db import make_engine, make_session_factory
-    from worker.celery_app import make_celery
-    from worker.enqueue import Enqueuer
+    from genqueue.core.crypto import load_cipher
+    from genqueue.intake import Intake, IntakeError, JobRequest
+    from genqueue.models.db import make_engine, make_session_factory
+    from genqueue.worker.celery_app import make_celery
+    from genqueue.worker.enqueue import Enqueuer
 
     if file is not None and (version or model or deployment or input_):
         die("give either --file or --version/--model/--deployment with --input, not both")
@@ -127,7 +127,7 @@ def _wait(sessions: Any, ids: list[str], timeout: float) -> None:
     from rich.console import Console
     from rich.progress import Progress
 
-    from models.stats import Filters, status_counts
+    from genqueue.models.stats import Filters, status_counts
 
     deadline = time.monotonic() + timeout
     # Progress on stderr: stdout stays one job id per line, then the summary.

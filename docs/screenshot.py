@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cli.stack import Stack, free_port, genqueue_argv, wait_http
+from genqueue.cli.stack import Stack, free_port, genqueue_argv, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from intake.errors import FieldError
+from genqueue.intake.errors import FieldError
 
 JIGSAWSTACK = "jigsawstack/image-generation"
 JIGSAWSTACK_VERSIONS = {

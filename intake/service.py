@@ -25,13 +25,13 @@ from sqlalchemy import Connection, Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.crypto import encrypt_secrets, split_input
-from intake.errors import FieldError, IntakeError
-from intake.requests import JobRequest
-from intake.schemas import validator_for
-from models.base import utcnow
-from models.ids import new_id
-from models.tables import Job
+from genqueue.core.crypto import encrypt_secrets, split_input
+from genqueue.intake.errors import FieldError, IntakeError
+from genqueue.intake.requests import JobRequest
+from genqueue.intake.schemas import validator_for
+from genqueue.models.base import utcnow
+from genqueue.models.ids import new_id
+from genqueue.models.tables import Job
 
 log = logging.getLogger(__name__)
 

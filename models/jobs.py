@@ -12,9 +12,9 @@ from typing import Any, cast
 from sqlalchemy import Table, update
 from sqlalchemy.orm import Session
 
-from models.base import utcnow
-from models.status import JobStatus, check_transition
-from models.tables import Job
+from genqueue.models.base import utcnow
+from genqueue.models.status import JobStatus, check_transition
+from genqueue.models.tables import Job
 
 # Core UPDATEs on the table, not ORM-enabled ones: these run several times per job on the hot path and
 # the ORM's bulk-update machinery (attribute lookup, session synchronisation) cost ~1 ms each on its

@@ -12,8 +12,8 @@ from typing import cast
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
-from models.base import utcnow
-from models.tables import ApiKey
+from genqueue.models.base import utcnow
+from genqueue.models.tables import ApiKey
 
 KEY_PREFIX = "gq_"
 

@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, Float, and_, case, func, select
 from sqlalchemy.orm import Session
 
-from models.status import ACTIVE, JobStatus
-from models.tables import Job
+from genqueue.models.status import ACTIVE, JobStatus
+from genqueue.models.tables import Job
 
 TIMINGS = ("queue_time", "start_time", "predict_time", "total_time", "detection_lag", "storage_time",
            "end_to_end_time")

@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from models import stats, stats_series
-from models.base import utcnow
-from models.stats import STATUSES, Filters
-from models.tables import ApiKey, Job
+from genqueue.models import stats, stats_series
+from genqueue.models.base import utcnow
+from genqueue.models.stats import STATUSES, Filters
+from genqueue.models.tables import ApiKey, Job
 
 _WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

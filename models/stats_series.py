@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import BigInteger, Integer, case, cast, func, select
 from sqlalchemy.orm import Session
 
-from models.stats import TIMINGS, Filters, grouped_percentiles, is_postgres
-from models.tables import Job
+from genqueue.models.stats import TIMINGS, Filters, grouped_percentiles, is_postgres
+from genqueue.models.tables import Job
 
 TERMINAL = ("succeeded", "failed", "canceled")
 # Bucket sizes we pick from so a window has at most MAX_BUCKETS points.

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import Base, UTCDateTime, utcnow
-from models.ids import new_id
+from genqueue.models.base import Base, UTCDateTime, utcnow
+from genqueue.models.ids import new_id
 
 
 class ApiKey(Base):

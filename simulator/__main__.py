@@ -1,15 +1,15 @@
-"""``python -m simulator --port 8008 --predict-seconds 2 --fault-5xx 0.05``"""
+"""``python -m genqueue.simulator --port 8008 --predict-seconds 2 --fault-5xx 0.05``"""
 
 from __future__ import annotations
 
 import argparse
 
-from simulator.cli_args import add_arguments, config_from_args
-from simulator.server import serve
+from genqueue.simulator.cli_args import add_arguments, config_from_args
+from genqueue.simulator.server import serve
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m simulator", description="Replicate API simulator")
+    parser = argparse.ArgumentParser(prog="python -m genqueue.simulator", description="Replicate API simulator")
     add_arguments(parser)
     parser.add_argument("--log-level", default="info")
     ns = parser.parse_args(argv)

@@ -11,11 +11,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from simulator import routes_admin, routes_misc, routes_predictions
-from simulator.config import SimConfig
-from simulator.middleware import SimMiddleware
-from simulator.responses import NOT_FOUND, problem
-from simulator.state import SimState
+from genqueue.simulator import routes_admin, routes_misc, routes_predictions
+from genqueue.simulator.config import SimConfig
+from genqueue.simulator.middleware import SimMiddleware
+from genqueue.simulator.responses import NOT_FOUND, problem
+from genqueue.simulator.state import SimState
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from simulator.schema import FieldSpec, fields_for, openapi_schema
+from genqueue.simulator.schema import FieldSpec, fields_for, openapi_schema
 
 JIGSAW_MODEL = "jigsawstack/image-generation"
 JIGSAW_LATEST = "43d5bce2e1c97fa1e7d8996187a85cd5c882787989091af3b135c7a16ca23b79"

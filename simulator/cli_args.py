@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from simulator.config import SimConfig
+from genqueue.simulator.config import SimConfig
 
 
 def _option(name: str) -> str:

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulator.webhook_wire import secret_key
+from genqueue.simulator.webhook_wire import secret_key
 
 DEFAULT_TOKEN = "r8_sim_fake_token"
 OUTPUT_MODES = ("url", "list", "data_uri")

@@ -6,7 +6,7 @@ import asyncio
 import random
 from typing import Any
 
-from simulator.config import SimConfig
+from genqueue.simulator.config import SimConfig
 
 
 class Faults:

@@ -11,10 +11,10 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from simulator.faults import drop_connection
-from simulator.ratelimit import Decision
-from simulator.responses import PROBLEM, UNAUTHENTICATED, dumps, throttled_body
-from simulator.state import CREATE_ENDPOINTS, SimState, endpoint_name
+from genqueue.simulator.faults import drop_connection
+from genqueue.simulator.ratelimit import Decision
+from genqueue.simulator.responses import PROBLEM, UNAUTHENTICATED, dumps, throttled_body
+from genqueue.simulator.state import CREATE_ENDPOINTS, SimState, endpoint_name
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from simulator.config import SimConfig
+from genqueue.simulator.config import SimConfig
 
 
 @dataclass

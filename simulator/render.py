@@ -6,7 +6,7 @@ import base64
 from datetime import UTC, datetime
 from typing import Any
 
-from simulator.store import US, Record, State
+from genqueue.simulator.store import US, Record, State
 
 
 def rfc3339(us: int) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from simulator.config import SimConfig
+from genqueue.simulator.config import SimConfig
 
 PROBLEM = "application/problem+json"
 

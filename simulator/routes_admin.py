@@ -9,10 +9,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from simulator.render import prediction_json, rfc3339
-from simulator.responses import NOT_FOUND, bad_request, json_body, json_response, problem
-from simulator.state import SimState
-from simulator.store import Record
+from genqueue.simulator.render import prediction_json, rfc3339
+from genqueue.simulator.responses import NOT_FOUND, bad_request, json_body, json_response, problem
+from genqueue.simulator.state import SimState
+from genqueue.simulator.store import Record
 
 
 def _sim(request: Request) -> SimState:

@@ -8,9 +8,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from simulator.catalog import find_version
-from simulator.responses import NOT_FOUND, json_response, problem
-from simulator.state import SimState
+from genqueue.simulator.catalog import find_version
+from genqueue.simulator.responses import NOT_FOUND, json_response, problem
+from genqueue.simulator.state import SimState
 
 FILE_NAME = re.compile(r"^out-(\d+)\.(png|svg)$")
 MIME = {"png": "image/png", "svg": "image/svg+xml"}

@@ -12,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from simulator.catalog import JIGSAW_LATEST, KNOWN_VERSIONS, VersionInfo, resolve_model, resolve_version
-from simulator.render import parse_rfc3339, prediction_json
-from simulator.responses import (
+from genqueue.simulator.catalog import JIGSAW_LATEST, KNOWN_VERSIONS, VersionInfo, resolve_model, resolve_version
+from genqueue.simulator.render import parse_rfc3339, prediction_json
+from genqueue.simulator.responses import (
     INVALID_VERSION,
     NOT_FOUND,
     bad_request,
@@ -23,10 +23,10 @@ from simulator.responses import (
     json_response,
     problem,
 )
-from simulator.schema import InvalidField, error_body, validate_input
-from simulator.state import SimState
-from simulator.store import TERMINAL, US, Record
-from simulator.webhook_wire import parse_webhook
+from genqueue.simulator.schema import InvalidField, error_body, validate_input
+from genqueue.simulator.state import SimState
+from genqueue.simulator.store import TERMINAL, US, Record
+from genqueue.simulator.webhook_wire import parse_webhook
 
 DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 WAIT_STEP = 0.25

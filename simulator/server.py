@@ -8,9 +8,9 @@ from types import TracebackType
 
 import uvicorn
 
-from simulator.app import create_app
-from simulator.config import SimConfig
-from simulator.state import SimState
+from genqueue.simulator.app import create_app
+from genqueue.simulator.config import SimConfig
+from genqueue.simulator.state import SimState
 
 
 def serve(host: str, port: int, config: SimConfig, log_level: str = "info") -> None:

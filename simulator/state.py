@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulator.config import SimConfig
-from simulator.faults import Faults
-from simulator.ratelimit import RateLimiter
-from simulator.store import Store
-from simulator.webhooks import WebhookDispatcher
+from genqueue.simulator.config import SimConfig
+from genqueue.simulator.faults import Faults
+from genqueue.simulator.ratelimit import RateLimiter
+from genqueue.simulator.store import Store
+from genqueue.simulator.webhooks import WebhookDispatcher
 
 _ENDPOINTS: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
     (method, re.compile(pattern), name)

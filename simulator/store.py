@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulator.catalog import VersionInfo
-from simulator.config import SimConfig
-from simulator.png import image_size, make_png, make_svg
+from genqueue.simulator.catalog import VersionInfo
+from genqueue.simulator.config import SimConfig
+from genqueue.simulator.png import image_size, make_png, make_svg
 
 ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from simulator.schema import InvalidField, _type_name
+from genqueue.simulator.schema import InvalidField, _type_name
 
 EVENTS = ("start", "output", "logs", "completed")
 MAX_URL_LENGTH = 2048

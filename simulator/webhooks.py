@@ -30,14 +30,14 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from simulator.config import SimConfig
-from simulator.faults import Faults
-from simulator.render import prediction_json, rfc3339
-from simulator.responses import dumps
-from simulator.store import TERMINAL, US, Record, Store
-from simulator.webhook_http import WebhookHTTP
-from simulator.webhook_records import Subscription, WebhookStats
-from simulator.webhook_wire import WebhookRequest, secret_key, signed_headers
+from genqueue.simulator.config import SimConfig
+from genqueue.simulator.faults import Faults
+from genqueue.simulator.render import prediction_json, rfc3339
+from genqueue.simulator.responses import dumps
+from genqueue.simulator.store import TERMINAL, US, Record, Store
+from genqueue.simulator.webhook_http import WebhookHTTP
+from genqueue.simulator.webhook_records import Subscription, WebhookStats
+from genqueue.simulator.webhook_wire import WebhookRequest, secret_key, signed_headers
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,11 @@
 """Object storage for job outputs: local directory or S3-compatible bucket."""
 
-from storage.base import Storage, StoredObject
-from storage.errors import StorageError, StorageNotFound
-from storage.factory import make_storage
-from storage.keys import output_key, validate_key
-from storage.local import LocalStorage
-from storage.s3 import S3Storage, build_s3_client
+from genqueue.storage.base import Storage, StoredObject
+from genqueue.storage.errors import StorageError, StorageNotFound
+from genqueue.storage.factory import make_storage
+from genqueue.storage.keys import output_key, validate_key
+from genqueue.storage.local import LocalStorage
+from genqueue.storage.s3 import S3Storage, build_s3_client
 
 __all__ = [
     "LocalStorage",

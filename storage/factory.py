@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
-from storage.base import Storage
-from storage.local import LocalStorage
-from storage.s3 import S3Storage
+from genqueue.storage.base import Storage
+from genqueue.storage.local import LocalStorage
+from genqueue.storage.s3 import S3Storage
 
 
 def make_storage(

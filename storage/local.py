@@ -19,9 +19,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from storage.base import CHUNK_SIZE, HashingCounter, StoredObject
-from storage.errors import StorageError, StorageNotFound
-from storage.keys import content_type_for, validate_key
+from genqueue.storage.base import CHUNK_SIZE, HashingCounter, StoredObject
+from genqueue.storage.errors import StorageError, StorageNotFound
+from genqueue.storage.keys import content_type_for, validate_key
 
 _TMP_PREFIX = ".tmp-"
 _FILE_MODE = 0o644

@@ -19,9 +19,9 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from storage.base import CHUNK_SIZE, HashingCounter, StoredObject
-from storage.errors import StorageError, StorageNotFound
-from storage.keys import DEFAULT_CONTENT_TYPE, validate_key
+from genqueue.storage.base import CHUNK_SIZE, HashingCounter, StoredObject
+from genqueue.storage.errors import StorageError, StorageNotFound
+from genqueue.storage.keys import DEFAULT_CONTENT_TYPE, validate_key
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client

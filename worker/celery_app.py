@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from celery import Celery
 
-from core.settings import Settings
-from worker.enqueue import FOLLOW_QUEUE, QUEUE
-from worker.redis_broker import TRANSPORT
+from genqueue.core.settings import Settings
+from genqueue.worker.enqueue import FOLLOW_QUEUE, QUEUE
+from genqueue.worker.redis_broker import TRANSPORT
 
 # Longest countdown any task is sent with (retries are capped to it in worker/tasks.py; polls wait at
 # most GENQUEUE_POLL_MAX_DELAY). Redis redelivers an unacked message after the visibility timeout, so
@@ -53,7 +53,7 @@ def make_celery(settings: Settings) -> Celery:
 
 def make_worker_app(settings: Settings) -> Celery:
     """The app a worker or beat process runs: tasks registered, resources built per process."""
-    from worker import runtime, tasks
+    from genqueue.worker import runtime, tasks
 
     app = make_celery(settings)
     tasks.register(app)

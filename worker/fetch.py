@@ -25,7 +25,7 @@ from urllib.parse import unquote_to_bytes
 
 import httpx
 
-from worker.sniff import choose_type, sniff_content_type
+from genqueue.worker.sniff import choose_type, sniff_content_type
 
 __all__ = ["OutputError", "OutputExpired", "OutputRefused", "OutputSource", "OutputTransient", "host_allowed",
            "open_output", "sniff_content_type"]

@@ -15,7 +15,7 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
-TRANSPORT = "worker.redis_broker:Transport"
+TRANSPORT = "genqueue.worker.redis_broker:Transport"
 
 
 class Channel(kombu_redis.Channel):

@@ -17,19 +17,19 @@ import redis
 from cryptography.fernet import MultiFernet
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.crypto import load_cipher
-from core.settings import Settings
-from models.db import make_engine, make_session_factory
-from worker import metrics
-from worker.durations import Durations
-from worker.enqueue import Enqueuer
-from worker.ratelimit import CircuitBreaker, RateLimiter
-from worker.replicate import ReplicateClient, make_http_client
-from worker.stdlib_http import StdlibTransport
-from worker.transport import CookielessClient
+from genqueue.core.crypto import load_cipher
+from genqueue.core.settings import Settings
+from genqueue.models.db import make_engine, make_session_factory
+from genqueue.worker import metrics
+from genqueue.worker.durations import Durations
+from genqueue.worker.enqueue import Enqueuer
+from genqueue.worker.ratelimit import CircuitBreaker, RateLimiter
+from genqueue.worker.replicate import ReplicateClient, make_http_client
+from genqueue.worker.stdlib_http import StdlibTransport
+from genqueue.worker.transport import CookielessClient
 
 if TYPE_CHECKING:
-    from storage import Storage
+    from genqueue.storage import Storage
 
 
 @dataclass
@@ -61,7 +61,7 @@ def configure(settings: Settings, app: Any) -> None:
 
 
 def build_context(settings: Settings, app: Any) -> WorkerContext:
-    from storage import make_storage
+    from genqueue.storage import make_storage
 
     rclient = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
     recorder = metrics.Recorder(rclient)

@@ -14,10 +14,10 @@ from typing import Any
 from celery import Celery, Task
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from worker import enqueue, runtime
-from worker.celery_app import MAX_COUNTDOWN
-from worker.runtime import WorkerContext
-from worker.services.outcomes import Next, RetryLater, backoff
+from genqueue.worker import enqueue, runtime
+from genqueue.worker.celery_app import MAX_COUNTDOWN
+from genqueue.worker.runtime import WorkerContext
+from genqueue.worker.services.outcomes import Next, RetryLater, backoff
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def _follow(ctx: WorkerContext, job_id: str, nxt: Next, store_inline: bool = Tru
         # Copy the outputs right here rather than through another message: one broker round trip
         # less per job, and the files are fetched as soon as they exist. A crash here leaves the job
         # in `storing`, which the sweeper re-sends like any other step.
-        from worker.services.store import copy_outputs, store
+        from genqueue.worker.services.store import copy_outputs, store
 
         try:
             if nxt.job is not None:
@@ -81,11 +81,11 @@ def _run(task: Task, job_id: str, service: Callable[[WorkerContext, str], Next],
 
 
 def register(app: Celery) -> None:
-    from worker.services.poll import poll
-    from worker.services.pushed import observe_pushed
-    from worker.services.store import store
-    from worker.services.submit import submit
-    from worker.services.sweep import sweep
+    from genqueue.worker.services.poll import poll
+    from genqueue.worker.services.pushed import observe_pushed
+    from genqueue.worker.services.store import store
+    from genqueue.worker.services.submit import submit
+    from genqueue.worker.services.sweep import sweep
 
     @app.task(name=enqueue.SUBMIT, bind=True)
     def submit_task(self: Task, job_id: str) -> None:

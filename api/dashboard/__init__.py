@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from api.errors import ApiError
+from genqueue.api.errors import ApiError
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"app.js": "text/javascript", "charts.js": "text/javascript", "style.css": "text/css"}

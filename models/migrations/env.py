@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from models import tables  # noqa: F401  (registers the tables on Base.metadata)
-from models.base import Base
+from genqueue.models import tables  # noqa: F401  (registers the tables on Base.metadata)
+from genqueue.models.base import Base
 
 config = context.config
 target_metadata = Base.metadata

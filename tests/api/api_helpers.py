@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.tables import Job
+from genqueue.models.tables import Job
 
 SECRET = "sk_live_SUPERSECRET_value_123"
 JIGSAW = "jigsawstack/image-generation"

@@ -11,11 +11,11 @@ from api_helpers import Api, MakeApi, MemoryStorage, RecordingEnqueuer
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from core.settings import Settings, load_settings
-from models.db import make_engine, make_session_factory
-from models.keys import Role, create_key
-from models.migrate import upgrade
+from genqueue.api.app import create_app
+from genqueue.core.settings import Settings, load_settings
+from genqueue.models.db import make_engine, make_session_factory
+from genqueue.models.keys import Role, create_key
+from genqueue.models.migrate import upgrade
 
 
 def make_settings(db_url: str, redis_url: str, data_dir: Path, **env: Any) -> Settings:

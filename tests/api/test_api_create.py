@@ -7,7 +7,7 @@ from typing import Any
 from api_helpers import HEX, JIGSAW, SECRET, VERSION, Api, body, no_secret
 from sqlalchemy import select
 
-from models.tables import Job
+from genqueue.models.tables import Job
 
 
 def test_create_masks_secret_and_seals_it(api: Api) -> None:

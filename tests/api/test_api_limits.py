@@ -10,8 +10,8 @@ import pytest
 from api_helpers import SECRET, Api, body, closed_port_url, no_secret
 from starlette.types import Message, Receive, Scope, Send
 
-from api.bodylimit import BodySizeLimit
-from api.ratelimit import RateLimiter
+from genqueue.api.bodylimit import BodySizeLimit
+from genqueue.api.ratelimit import RateLimiter
 
 MakeApi = Callable[..., Api]
 

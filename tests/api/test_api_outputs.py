@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from api_helpers import Api
 
-from models.tables import JobOutput
+from genqueue.models.tables import JobOutput
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 

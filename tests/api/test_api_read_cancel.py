@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from api_helpers import Api, body
 
-from models.keys import revoke_key
+from genqueue.models.keys import revoke_key
 
 
 def test_list_walks_cursors_newest_first(api: Api) -> None:

@@ -12,11 +12,11 @@ from api_helpers import SECRET, VERSION, Api, body
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
-from api.ratelimit import RateLimiter
-from core.crypto import decrypt_secrets
-from intake.service import _COLUMNS, Intake, insert_rows
-from models.keys import find_active_key, revoke_key
-from models.tables import Job
+from genqueue.api.ratelimit import RateLimiter
+from genqueue.core.crypto import decrypt_secrets
+from genqueue.intake.service import _COLUMNS, Intake, insert_rows
+from genqueue.models.keys import find_active_key, revoke_key
+from genqueue.models.tables import Job
 
 MakeApi = Callable[..., Api]  # the conftest fixture's type (not imported: `conftest` is ambiguous across dirs)
 
@@ -155,7 +155,7 @@ def test_rate_limit_script_counts_and_expires_the_window(make_api: MakeApi, sqli
 
 
 def _req(i: int) -> Any:
-    from intake import JobRequest
+    from genqueue.intake import JobRequest
 
     return JobRequest.model_validate({"version": VERSION, "input": {"prompt": f"p{i}", "api_key": SECRET,
                                                                    "extra": json.loads('{"k": [1, "two"]}')}})

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from api_helpers import SECRET, Api, MakeApi
 
-from api.webhook_auth import WebhookRejected, WebhookSecret, sign, verify
-from core.settings import Settings
+from genqueue.api.webhook_auth import WebhookRejected, WebhookSecret, sign, verify
+from genqueue.core.settings import Settings
 
 # The Standard Webhooks specification's own example secret (also the simulator's default): fake.
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -134,6 +134,6 @@ def test_fetched_secret_is_cached_and_refetched_after_a_mismatch(monkeypatch: py
     assert provider.get() == provider.get() == "whsec_old"
     assert len(calls) == 1
     assert provider.refresh_after_mismatch() is False  # fetched moments ago: no refetch storm
-    monkeypatch.setattr("api.webhook_auth.REFETCH_SECONDS", 0.0)
+    monkeypatch.setattr("genqueue.api.webhook_auth.REFETCH_SECONDS", 0.0)
     assert provider.refresh_after_mismatch() is True
     assert provider.get() == "whsec_new"

@@ -47,18 +47,18 @@ from sqlalchemy import create_engine, func, select, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.orm import selectinload  # noqa: E402
 
-from cli.stack import Child, Stack, free_port, genqueue_argv, wait_http  # noqa: E402
-from core.crypto import load_cipher  # noqa: E402
-from core.settings import load_settings  # noqa: E402
-from intake import Intake, JobRequest  # noqa: E402
-from models.db import make_engine, make_session_factory  # noqa: E402
-from models.keys import Role, create_key  # noqa: E402
-from models.migrate import upgrade  # noqa: E402
-from models.tables import Job  # noqa: E402
-from simulator.store import fingerprint  # noqa: E402
+from genqueue.cli.stack import Child, Stack, free_port, genqueue_argv, wait_http  # noqa: E402
+from genqueue.core.crypto import load_cipher  # noqa: E402
+from genqueue.core.settings import load_settings  # noqa: E402
+from genqueue.intake import Intake, JobRequest  # noqa: E402
+from genqueue.models.db import make_engine, make_session_factory  # noqa: E402
+from genqueue.models.keys import Role, create_key  # noqa: E402
+from genqueue.models.migrate import upgrade  # noqa: E402
+from genqueue.models.tables import Job  # noqa: E402
+from genqueue.simulator.store import fingerprint  # noqa: E402
+from genqueue.worker.celery_app import make_celery  # noqa: E402
+from genqueue.worker.enqueue import Enqueuer  # noqa: E402
 from tests.support.tcpproxy import TcpProxy  # noqa: E402
-from worker.celery_app import make_celery  # noqa: E402
-from worker.enqueue import Enqueuer  # noqa: E402
 
 VERSION = "jigsawstack/image-generation:43d5bce2e1c97fa1e7d8996187a85cd5c882787989091af3b135c7a16ca23b79"
 FAKE_API_KEY = "sk_test_fake_not_a_real_key"

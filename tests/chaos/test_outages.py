@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import redis
 
-from cli.stack import free_port, wait_http
-from models.keys import Role, create_key
-from simulator.config import SimConfig
-from simulator.server import run_in_thread
+from genqueue.cli.stack import free_port, wait_http
+from genqueue.models.keys import Role, create_key
+from genqueue.simulator.config import SimConfig
+from genqueue.simulator.server import run_in_thread
 from tests.conftest import redis_base
 from tests.support.pipeline import VERSION, pipeline
 from tests.support.tcpproxy import TcpProxy

@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 
-from cli.stack import Stack, free_port, wait_http
-from simulator.config import SimConfig
-from simulator.server import SimHandle, run_in_thread
+from genqueue.cli.stack import Stack, free_port, wait_http
+from genqueue.simulator.config import SimConfig
+from genqueue.simulator.server import SimHandle, run_in_thread
 
 VERSION = "jigsawstack/image-generation:43d5bce2e1c97fa1e7d8996187a85cd5c882787989091af3b135c7a16ca23b79"
 FAKE_API_KEY = "sk_e2e_fake_not_real"
@@ -41,7 +41,7 @@ def clean_env(**overrides: str) -> dict[str, str]:
 
 def run_cli(*args: str, env: dict[str, str], cwd: Path, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """`genqueue <args>` as a subprocess (cwd outside the repo so no stray .env is read)."""
-    return subprocess.run([sys.executable, "-m", "cli", *args], env=env, cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "genqueue", *args], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, check=False)
 
 

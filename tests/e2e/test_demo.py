@@ -33,9 +33,9 @@ def _children(pid: int) -> list[int]:
 
 
 def _run_demo(env: dict[str, str], cwd: Path, data_dir: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    """`python -m cli demo`; on timeout it gets Ctrl-C (its Stack stops the children), then its
+    """`python -m genqueue demo`; on timeout it gets Ctrl-C (its Stack stops the children), then its
     children and itself are killed by pid, so nothing outlives the test."""
-    demo = subprocess.Popen([sys.executable, "-m", "cli", "demo"], env=env, cwd=cwd, stdout=subprocess.PIPE,
+    demo = subprocess.Popen([sys.executable, "-m", "genqueue", "demo"], env=env, cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = demo.communicate(timeout=timeout)

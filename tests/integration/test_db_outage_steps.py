@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from models.tables import Job
-from simulator.config import SimConfig
-from simulator.server import SimHandle, run_in_thread
+from genqueue.models.tables import Job
+from genqueue.simulator.config import SimConfig
+from genqueue.simulator.server import SimHandle, run_in_thread
+from genqueue.worker import tasks
+from genqueue.worker.services.outcomes import Next
+from genqueue.worker.services.submit import submit
 from tests.support.tcpproxy import TcpProxy
 from tests.support.worker_ctx import new_job, worker_context
-from worker import tasks
-from worker.services.outcomes import Next
-from worker.services.submit import submit
 
 
 @pytest.fixture

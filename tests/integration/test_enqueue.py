@@ -7,9 +7,9 @@ from base64 import b64decode
 
 import redis
 
-from core.settings import Settings
-from worker.celery_app import make_celery
-from worker.enqueue import QUEUE, SUBMIT, Enqueuer
+from genqueue.core.settings import Settings
+from genqueue.worker.celery_app import make_celery
+from genqueue.worker.enqueue import QUEUE, SUBMIT, Enqueuer
 
 
 def _bodies(client: redis.Redis, queue: str) -> list[dict]:

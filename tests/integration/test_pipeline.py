@@ -12,10 +12,10 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from models.base import utcnow
-from models.tables import JobOutput
-from simulator.config import SimConfig
-from simulator.server import run_in_thread
+from genqueue.models.base import utcnow
+from genqueue.models.tables import JobOutput
+from genqueue.simulator.config import SimConfig
+from genqueue.simulator.server import run_in_thread
 from tests.conftest import PG_ADMIN_URL, redis_base
 from tests.support.pipeline import Pipeline, pipeline
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import httpx
 
-from simulator.config import SimConfig
-from simulator.server import run_in_thread
+from genqueue.simulator.config import SimConfig
+from genqueue.simulator.server import run_in_thread
 from tests.support.pipeline import pipeline
 
 

@@ -6,9 +6,9 @@ import time
 
 import redis
 
-from worker.durations import SHARE_SECONDS, Durations
-from worker.metrics import LIMITER_KEY, REPLICATE_KEY, Recorder, read_counters
-from worker.ratelimit import HEADROOM, CircuitBreaker, RateLimiter
+from genqueue.worker.durations import SHARE_SECONDS, Durations
+from genqueue.worker.metrics import LIMITER_KEY, REPLICATE_KEY, Recorder, read_counters
+from genqueue.worker.ratelimit import HEADROOM, CircuitBreaker, RateLimiter
 
 
 def test_bucket_is_shared_between_limiters(redis_url: str) -> None:

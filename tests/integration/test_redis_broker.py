@@ -8,7 +8,7 @@ from typing import Any
 import redis
 from kombu import Connection
 
-from worker.redis_broker import TRANSPORT
+from genqueue.worker.redis_broker import TRANSPORT
 
 
 def _count_clients(channel: Any) -> list[int]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from storage import (
+from genqueue.storage import (
     S3Storage,
     StorageError,
     StorageNotFound,

@@ -10,11 +10,11 @@ from typing import Any
 import redis
 from sqlalchemy import update
 
-from models.base import utcnow
-from models.tables import Job
+from genqueue.models.base import utcnow
+from genqueue.models.tables import Job
+from genqueue.worker.runtime import WorkerContext
+from genqueue.worker.services.sweep import sweep
 from tests.support.worker_ctx import new_job, worker_context
-from worker.runtime import WorkerContext
-from worker.services.sweep import sweep
 
 
 def _ctx(tmp_path: Path, db_url: str, redis_url: str) -> Any:  # Any: its enqueuer is the recording one

@@ -13,12 +13,12 @@ from fastapi.testclient import TestClient
 from ops_helpers import PRICE, STUCK_AFTER, MemoryStorage, NullEnqueuer, Seeded, seed
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.app import create_app
-from core.settings import Settings, load_settings
-from models.base import utcnow
-from models.db import make_engine, make_session_factory
-from models.keys import Role, create_key
-from models.migrate import upgrade
+from genqueue.api.app import create_app
+from genqueue.core.settings import Settings, load_settings
+from genqueue.models.base import utcnow
+from genqueue.models.db import make_engine, make_session_factory
+from genqueue.models.keys import Role, create_key
+from genqueue.models.migrate import upgrade
 
 
 @dataclass

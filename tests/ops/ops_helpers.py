@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.tables import Job, JobOutput
+from genqueue.models.tables import Job, JobOutput
 
 PAINTER = "acme/painter"
 SKETCHER = "acme/sketcher"

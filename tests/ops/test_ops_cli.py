@@ -9,7 +9,7 @@ from ops_app import Ops
 from ops_helpers import EXPECTED_BILLED, EXPECTED_COUNTS
 from typer.testing import CliRunner
 
-from cli.main import app
+from genqueue.cli.main import app
 
 
 @pytest.fixture

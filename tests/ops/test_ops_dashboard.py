@@ -18,7 +18,7 @@ import uvicorn
 from ops_app import Ops, build
 from ops_helpers import EXPECTED_COUNTS
 
-from simulator.png import make_png
+from genqueue.simulator.png import make_png
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -8,7 +8,7 @@ from ops_app import Ops
 from ops_helpers import EXPECTED_COUNTS, EXPECTED_PREDICT
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.metrics import Recorder
+from genqueue.worker.metrics import Recorder
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -10,9 +10,9 @@ from ops_app import Ops
 from ops_helpers import EXPECTED_BILLED, EXPECTED_COUNTS, EXPECTED_PREDICT, PAINTER, PRICE, SKETCHER, STUCK_AFTER
 from sqlalchemy import select
 
-from models.stats import Filters, summary
-from models.stats_report import filters_for, parse_window, report
-from models.tables import Job
+from genqueue.models.stats import Filters, summary
+from genqueue.models.stats_report import filters_for, parse_window, report
+from genqueue.models.tables import Job
 
 
 def _report(ops: Ops, f: Filters | None = None) -> dict:

@@ -21,11 +21,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.app import create_app
-from core.settings import Settings, load_settings
-from models.db import make_engine, make_session_factory
-from models.keys import Role, create_key
-from models.migrate import upgrade
+from genqueue.api.app import create_app
+from genqueue.core.settings import Settings, load_settings
+from genqueue.models.db import make_engine, make_session_factory
+from genqueue.models.keys import Role, create_key
+from genqueue.models.migrate import upgrade
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 VERSION = "jigsawstack/image-generation:43d5bce2e1c97fa1e7d8996187a85cd5c882787989091af3b135c7a16ca23b79"

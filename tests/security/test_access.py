@@ -16,7 +16,7 @@ import pytest
 from sec_support import SecApi, build_api, job_body
 from sqlalchemy import text
 
-from models.keys import revoke_key
+from genqueue.models.keys import revoke_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,11 +78,11 @@ def test_revoked_through_the_cli_stops_at_once(sec_api: SecApi) -> None:
     env = {**os.environ, "DATABASE_URL": sec_api.settings.effective_database_url,
            "GENQUEUE_DATA_DIR": str(sec_api.settings.data_dir), "GENQUEUE_EMBEDDED_REDIS": "false"}
     prefix = sec_api.keys["bob"][:10]
-    out = subprocess.run([sys.executable, "-m", "cli", "keys", "revoke", prefix], env=env, cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "genqueue", "keys", "revoke", prefix], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert c.get("/v1/jobs", headers=auth).status_code == 401
-    again = subprocess.run([sys.executable, "-m", "cli", "keys", "revoke", prefix], env=env, cwd=ROOT,
+    again = subprocess.run([sys.executable, "-m", "genqueue", "keys", "revoke", prefix], env=env, cwd=ROOT,
                            capture_output=True, text=True, timeout=60)
     assert again.returncode != 0 and "no active key" in again.stderr
 
@@ -313,7 +313,7 @@ def test_cli_rejects_bad_arguments_with_clear_message(sec_api: SecApi, tmp_path:
                                                       needle: str) -> None:
     env = {**os.environ, "DATABASE_URL": sec_api.settings.effective_database_url, "GENQUEUE_DATA_DIR": str(tmp_path),
            "GENQUEUE_EMBEDDED_REDIS": "false", "REPLICATE_API_TOKEN": "r8_cli_test_token_x"}
-    out = subprocess.run([sys.executable, "-m", "cli", *argv], env=env, cwd=tmp_path, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "genqueue", *argv], env=env, cwd=tmp_path, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 2, (argv, out.returncode, out.stdout, out.stderr)
     assert needle in out.stderr, out.stderr

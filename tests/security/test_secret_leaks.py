@@ -37,10 +37,10 @@ from sec_support import VERSION
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from cli.stack import free_port, wait_http
-from models.keys import Role, create_key
-from simulator.config import SimConfig
-from simulator.server import run_in_thread
+from genqueue.cli.stack import free_port, wait_http
+from genqueue.models.keys import Role, create_key
+from genqueue.simulator.config import SimConfig
+from genqueue.simulator.server import run_in_thread
 from tests.support.pipeline import TERMINAL, Pipeline, pipeline
 
 _B64_RUN = re.compile(rb"[A-Za-z0-9+/]{16,}={0,2}")

@@ -19,14 +19,14 @@ import httpx
 import pytest
 from sec_support import PNG, TrapServer
 
-import simulator.render
-from simulator.config import SimConfig
-from simulator.server import run_in_thread
+from genqueue.simulator import render as sim_render
+from genqueue.simulator.config import SimConfig
+from genqueue.simulator.server import run_in_thread
+from genqueue.worker import fetch
+from genqueue.worker.fetch import OutputRefused, OutputTransient, open_output
+from genqueue.worker.replicate import ReplicateClient
+from genqueue.worker.replicate.errors import ForbiddenURLError
 from tests.support.pipeline import pipeline
-from worker import fetch
-from worker.fetch import OutputRefused, OutputTransient, open_output
-from worker.replicate import ReplicateClient
-from worker.replicate.errors import ForbiddenURLError
 
 DELIVERY = ["replicate.delivery", "*.replicate.delivery"]
 
@@ -259,13 +259,13 @@ def test_pipeline_job_with_refused_output_fails_and_trap_is_untouched(
         "metadata": "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
         "v6": f"http://[::1]:{trap.port}/v6.png",
     }
-    real_file_url = simulator.render.file_url
+    real_file_url = sim_render.file_url
 
     def evil_file_url(base: str, rec: Any, index: int) -> str:
         kind = str(rec.input.get("prompt", "")).split(" ", 1)[0]
         return urls.get(kind, real_file_url(base, rec, index))
 
-    monkeypatch.setattr(simulator.render, "file_url", evil_file_url)
+    monkeypatch.setattr(sim_render, "file_url", evil_file_url)
     sim = run_in_thread(SimConfig(start_delay=0.1, predict_seconds=0.2))
     try:
         with pipeline(tmp_path, sqlite_url, sec_redis_url, sim.base_url, concurrency=2,

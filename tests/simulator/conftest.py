@@ -7,8 +7,8 @@ import httpx
 import pytest
 from sim_helpers import AUTH, FAST
 
-from simulator.config import SimConfig
-from simulator.server import SimHandle, run_in_thread
+from genqueue.simulator.config import SimConfig
+from genqueue.simulator.server import SimHandle, run_in_thread
 
 
 @pytest.fixture

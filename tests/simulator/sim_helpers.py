@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from simulator.server import SimHandle
+from genqueue.simulator.server import SimHandle
 
 TOKEN = "r8_sim_fake_token"
 VERSION = "43d5bce2e1c97fa1e7d8996187a85cd5c882787989091af3b135c7a16ca23b79"

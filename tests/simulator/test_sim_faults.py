@@ -8,7 +8,7 @@ import httpx
 import pytest
 from sim_helpers import AUTH, GOOD_INPUT, MakeSim, create
 
-from simulator.server import SimHandle
+from genqueue.simulator.server import SimHandle
 
 
 def admin(sim: SimHandle, path: str) -> dict:
@@ -119,7 +119,7 @@ def test_config_endpoint_rejects_bad_values(sim: SimHandle) -> None:
 def test_many_in_flight_is_cheap(make_sim: MakeSim) -> None:
     sim = make_sim(start_delay=60, create_limit_per_min=100000)
     store = sim.state.store
-    from simulator.catalog import KNOWN_VERSIONS
+    from genqueue.simulator.catalog import KNOWN_VERSIONS
     version = next(iter(KNOWN_VERSIONS.values()))
     t0 = time.monotonic()
     for i in range(10_000):

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from sim_helpers import AUTH, GOOD_INPUT, REF, VERSION, MakeSim, create
 
-from simulator.png import check_png
-from simulator.server import SimHandle
+from genqueue.simulator.png import check_png
+from genqueue.simulator.server import SimHandle
 
 
 def wait_terminal(c: httpx.Client, url: str, timeout: float = 5.0) -> dict:

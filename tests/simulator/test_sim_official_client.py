@@ -12,8 +12,8 @@ from replicate.exceptions import ReplicateError
 from replicate.helpers import FileOutput
 from sim_helpers import GOOD_INPUT, REF, TOKEN, VERSION, MakeSim
 
-from simulator.png import check_png
-from simulator.server import SimHandle
+from genqueue.simulator.png import check_png
+from genqueue.simulator.server import SimHandle
 
 
 @pytest.fixture

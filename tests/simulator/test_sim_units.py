@@ -13,13 +13,13 @@ import httpx
 import pytest
 from sim_helpers import AUTH
 
-from simulator.catalog import KNOWN_VERSIONS, resolve_version
-from simulator.cli_args import add_arguments, config_from_args
-from simulator.config import SimConfig
-from simulator.png import check_png, image_size, make_png
-from simulator.render import parse_rfc3339, rfc3339
-from simulator.routes_predictions import parse_cancel_after, parse_prefer_wait
-from simulator.store import US, Store
+from genqueue.simulator.catalog import KNOWN_VERSIONS, resolve_version
+from genqueue.simulator.cli_args import add_arguments, config_from_args
+from genqueue.simulator.config import SimConfig
+from genqueue.simulator.png import check_png, image_size, make_png
+from genqueue.simulator.render import parse_rfc3339, rfc3339
+from genqueue.simulator.routes_predictions import parse_cancel_after, parse_prefer_wait
+from genqueue.simulator.store import US, Store
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("5m", 300), ("1h30m", 5400), ("90", 90),
@@ -113,7 +113,7 @@ def test_python_dash_m_simulator() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "simulator", "--port", str(port), "--log-level", "warning"]
+    cmd = [sys.executable, "-m", "genqueue.simulator", "--port", str(port), "--log-level", "warning"]
     proc = subprocess.Popen(cmd)
     try:
         deadline = time.monotonic() + 10

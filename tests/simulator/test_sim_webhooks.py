@@ -18,8 +18,8 @@ import pytest
 from sim_helpers import AUTH, GOOD_INPUT, REF, MakeSim
 from webhook_receiver import Delivery, Receiver
 
-from simulator.server import SimHandle
-from simulator.webhook_wire import signature
+from genqueue.simulator.server import SimHandle
+from genqueue.simulator.webhook_wire import signature
 
 FAST_RETRY = {"webhook_backoff_seconds": 0.05}
 

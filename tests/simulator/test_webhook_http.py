@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from simulator.webhook_http import WebhookHTTP, WebhookHTTPError
+from genqueue.simulator.webhook_http import WebhookHTTP, WebhookHTTPError
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 # Scripted server: (index of the request on its connection) -> raw answer bytes, or None to close.

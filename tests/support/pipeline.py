@@ -16,15 +16,15 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from cli.stack import Stack
-from core.crypto import load_cipher
-from core.settings import Settings, load_settings
-from intake import Intake, JobRequest
-from models.db import make_engine, make_session_factory
-from models.migrate import upgrade
-from models.tables import Job
-from worker.celery_app import make_celery
-from worker.enqueue import Enqueuer
+from genqueue.cli.stack import Stack
+from genqueue.core.crypto import load_cipher
+from genqueue.core.settings import Settings, load_settings
+from genqueue.intake import Intake, JobRequest
+from genqueue.models.db import make_engine, make_session_factory
+from genqueue.models.migrate import upgrade
+from genqueue.models.tables import Job
+from genqueue.worker.celery_app import make_celery
+from genqueue.worker.enqueue import Enqueuer
 
 VERSION = "jigsawstack/image-generation:43d5bce2e1c97fa1e7d8996187a85cd5c882787989091af3b135c7a16ca23b79"
 TERMINAL = ("succeeded", "failed", "canceled")

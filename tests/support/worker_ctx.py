@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from core.settings import load_settings
-from intake import JobRequest
-from intake.service import Intake
-from models.db import make_engine
-from models.migrate import upgrade
-from worker.runtime import WorkerContext, build_context
+from genqueue.core.settings import load_settings
+from genqueue.intake import JobRequest
+from genqueue.intake.service import Intake
+from genqueue.models.db import make_engine
+from genqueue.models.migrate import upgrade
+from genqueue.worker.runtime import WorkerContext, build_context
 
 VERSION = "jigsawstack/image-generation:43d5bce2e1c97fa1e7d8996187a85cd5c882787989091af3b135c7a16ca23b79"
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from core.crypto import MASK, SecretsError, decrypt_secrets, encrypt_secrets, load_cipher, masked_input, rotate
-from core.settings import ConfigError, load_settings
-from intake.requests import JobRequest
-from intake.schemas import validate_jigsawstack
-from models.ids import new_id
-from models.status import (
+from genqueue.core.crypto import MASK, SecretsError, decrypt_secrets, encrypt_secrets, load_cipher, masked_input, rotate
+from genqueue.core.settings import ConfigError, load_settings
+from genqueue.intake.requests import JobRequest
+from genqueue.intake.schemas import validate_jigsawstack
+from genqueue.models.ids import new_id
+from genqueue.models.status import (
     TERMINAL,
     InvalidTransition,
     JobStatus,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from models.tables import Job
-from worker.services.poll import DEADLINE_GRACE, _past_replicate_deadline
+from genqueue.models.tables import Job
+from genqueue.worker.services.poll import DEADLINE_GRACE, _past_replicate_deadline
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

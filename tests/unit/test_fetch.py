@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from worker import fetch
-from worker.fetch import (
+from genqueue.worker import fetch
+from genqueue.worker.fetch import (
     OutputExpired,
     OutputRefused,
     OutputTransient,

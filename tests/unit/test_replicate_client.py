@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.replicate import (
+from genqueue.worker.replicate import (
     TERMINAL_STATUSES,
     ForbiddenURLError,
     PermanentError,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import (
+from genqueue.storage import (
     LocalStorage,
     S3Storage,
     Storage,

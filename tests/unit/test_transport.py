@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from worker.stdlib_http import StdlibTransport
-from worker.transport import CookielessClient
+from genqueue.worker.stdlib_http import StdlibTransport
+from genqueue.worker.transport import CookielessClient
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -1,8 +1,8 @@
 """Replicate HTTP API client: create, poll, cancel and list predictions."""
 
-from worker.replicate.client import ReplicateClient, make_http_client, version_hex
-from worker.replicate.errors import ForbiddenURLError, PermanentError, ReplicateError, TransientError
-from worker.replicate.types import (
+from genqueue.worker.replicate.client import ReplicateClient, make_http_client, version_hex
+from genqueue.worker.replicate.errors import ForbiddenURLError, PermanentError, ReplicateError, TransientError
+from genqueue.worker.replicate.types import (
     KNOWN_STATUSES,
     TERMINAL_STATUSES,
     Page,

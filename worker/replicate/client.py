@@ -17,10 +17,10 @@ from typing import Any
 
 import httpx
 
-from worker.replicate.errors import ForbiddenURLError
-from worker.replicate.responses import decode, transport_error
-from worker.replicate.types import Page, Prediction, parse_page, parse_prediction
-from worker.transport import CookielessClient
+from genqueue.worker.replicate.errors import ForbiddenURLError
+from genqueue.worker.replicate.responses import decode, transport_error
+from genqueue.worker.replicate.types import Page, Prediction, parse_page, parse_prediction
+from genqueue.worker.transport import CookielessClient
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from worker.replicate.errors import PermanentError, ReplicateError, TransientError, clip
+from genqueue.worker.replicate.errors import PermanentError, ReplicateError, TransientError, clip
 
 
 def describe(status_code: int | None, title: str | None, detail: str | None, fallback: str) -> str:

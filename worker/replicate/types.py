@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.replicate.errors import PermanentError
+from genqueue.worker.replicate.errors import PermanentError
 
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "aborted"})
 KNOWN_STATUSES: frozenset[str] = TERMINAL_STATUSES | {"starting", "processing"}

@@ -8,11 +8,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from models.jobs import finish_timings, transition
-from models.status import ErrorCode, JobStatus, job_status_for_prediction
-from models.tables import Job
-from worker.replicate import Prediction
-from worker.services.outcomes import DONE, Next
+from genqueue.models.jobs import finish_timings, transition
+from genqueue.models.status import ErrorCode, JobStatus, job_status_for_prediction
+from genqueue.models.tables import Job
+from genqueue.worker.replicate import Prediction
+from genqueue.worker.services.outcomes import DONE, Next
 
 log = logging.getLogger(__name__)
 

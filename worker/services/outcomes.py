@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from core.settings import Settings
+from genqueue.core.settings import Settings
 
 
 @dataclass(frozen=True)

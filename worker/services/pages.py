@@ -14,12 +14,12 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from models.base import utcnow
-from models.status import JobStatus
-from models.tables import Job
-from worker.replicate import Prediction
-from worker.runtime import WorkerContext
-from worker.services.observe import apply_terminal, duration
+from genqueue.models.base import utcnow
+from genqueue.models.status import JobStatus
+from genqueue.models.tables import Job
+from genqueue.worker.replicate import Prediction
+from genqueue.worker.runtime import WorkerContext
+from genqueue.worker.services.observe import apply_terminal, duration
 
 FRESH = "gq:fresh:{}"
 DelayFor = Callable[[Job, Prediction], float]  # when that job would poll next

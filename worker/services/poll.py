@@ -9,16 +9,16 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from models.base import utcnow
-from models.jobs import touch
-from models.status import ErrorCode, JobStatus
-from models.tables import Job
-from worker.replicate import PermanentError, TransientError
-from worker.runtime import WorkerContext
-from worker.services.observe import apply_terminal, duration, prediction_fields
-from worker.services.outcomes import DONE, Next, RetryLater, backoff, with_webhooks
-from worker.services.pages import is_fresh, refresh_page
-from worker.services.submit import MIN_CANCEL_AFTER, fail
+from genqueue.models.base import utcnow
+from genqueue.models.jobs import touch
+from genqueue.models.status import ErrorCode, JobStatus
+from genqueue.models.tables import Job
+from genqueue.worker.replicate import PermanentError, TransientError
+from genqueue.worker.runtime import WorkerContext
+from genqueue.worker.services.observe import apply_terminal, duration, prediction_fields
+from genqueue.worker.services.outcomes import DONE, Next, RetryLater, backoff, with_webhooks
+from genqueue.worker.services.pages import is_fresh, refresh_page
+from genqueue.worker.services.submit import MIN_CANCEL_AFTER, fail
 
 log = logging.getLogger(__name__)
 

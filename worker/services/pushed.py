@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from models.base import utcnow
-from models.status import JobStatus
-from models.tables import Job
-from worker.replicate import PermanentError, parse_prediction
-from worker.runtime import WorkerContext
-from worker.services.observe import apply_terminal, duration
-from worker.services.outcomes import DONE, Next
+from genqueue.models.base import utcnow
+from genqueue.models.status import JobStatus
+from genqueue.models.tables import Job
+from genqueue.worker.replicate import PermanentError, parse_prediction
+from genqueue.worker.runtime import WorkerContext
+from genqueue.worker.services.observe import apply_terminal, duration
+from genqueue.worker.services.outcomes import DONE, Next
 
 log = logging.getLogger(__name__)
 

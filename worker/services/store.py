@@ -11,16 +11,16 @@ import logging
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from models.base import utcnow
-from models.jobs import finish_timings, transition
-from models.status import ErrorCode, JobStatus
-from models.tables import Job, JobOutput
-from storage import StorageError, StoredObject, output_key
-from worker.fetch import OutputExpired, OutputRefused, OutputTransient, open_output
-from worker.replicate import PermanentError, TransientError
-from worker.runtime import WorkerContext
-from worker.services.outcomes import DONE, Next, RetryLater, backoff
-from worker.services.submit import fail
+from genqueue.models.base import utcnow
+from genqueue.models.jobs import finish_timings, transition
+from genqueue.models.status import ErrorCode, JobStatus
+from genqueue.models.tables import Job, JobOutput
+from genqueue.storage import StorageError, StoredObject, output_key
+from genqueue.worker.fetch import OutputExpired, OutputRefused, OutputTransient, open_output
+from genqueue.worker.replicate import PermanentError, TransientError
+from genqueue.worker.runtime import WorkerContext
+from genqueue.worker.services.outcomes import DONE, Next, RetryLater, backoff
+from genqueue.worker.services.submit import fail
 
 log = logging.getLogger(__name__)
 

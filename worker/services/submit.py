@@ -21,15 +21,15 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from core.crypto import SecretsError, decrypt_secrets
-from models.base import utcnow
-from models.jobs import finish_timings, transition
-from models.status import ErrorCode, JobStatus
-from models.tables import Job
-from worker.replicate import PermanentError, Prediction, ReplicateError, TransientError, input_digest
-from worker.runtime import WorkerContext
-from worker.services.observe import apply_terminal, duration, prediction_fields
-from worker.services.outcomes import DONE, Next, RetryLater, backoff, with_webhooks
+from genqueue.core.crypto import SecretsError, decrypt_secrets
+from genqueue.models.base import utcnow
+from genqueue.models.jobs import finish_timings, transition
+from genqueue.models.status import ErrorCode, JobStatus
+from genqueue.models.tables import Job
+from genqueue.worker.replicate import PermanentError, Prediction, ReplicateError, TransientError, input_digest
+from genqueue.worker.runtime import WorkerContext
+from genqueue.worker.services.observe import apply_terminal, duration, prediction_fields
+from genqueue.worker.services.outcomes import DONE, Next, RetryLater, backoff, with_webhooks
 
 log = logging.getLogger(__name__)
 MIN_CANCEL_AFTER = 5.0  # seconds: Replicate's floor for the Cancel-After header

@@ -16,11 +16,11 @@ from typing import Any
 import redis
 from sqlalchemy import ColumnElement, and_, or_, select, update
 
-from models.base import utcnow
-from models.status import JobStatus
-from models.tables import Job
-from worker.enqueue import QUEUE, STORE_QUEUE
-from worker.runtime import WorkerContext
+from genqueue.models.base import utcnow
+from genqueue.models.status import JobStatus
+from genqueue.models.tables import Job
+from genqueue.worker.enqueue import QUEUE, STORE_QUEUE
+from genqueue.worker.runtime import WorkerContext
 
 log = logging.getLogger(__name__)
 
