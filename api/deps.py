@@ -8,13 +8,18 @@ closing a session that still has a transaction open, which goes to the threadpoo
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from fastapi import Request
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import event
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from genqueue.core.settings import Settings
 from genqueue.intake import Intake
+
+if TYPE_CHECKING:
+    import redis
 
 
 class JobEnqueuer(Protocol):
@@ -37,6 +42,25 @@ class OutputReader(Protocol):
     def open(self, key: str) -> tuple[Iterator[bytes], str, int]: ...
 
 
+class ApiParts(Protocol):
+    """What the API is built from: `genqueue.bootstrap.Root` provides it, tests fill it with fakes."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def sessions(self) -> sessionmaker[Session]: ...
+    @property
+    def enqueuer(self) -> JobEnqueuer: ...
+    @property
+    def storage(self) -> OutputReader: ...
+    @property
+    def redis(self) -> redis.Redis: ...
+    @property
+    def intake(self) -> Intake: ...
+
+    def close(self) -> None: ...
+
+
 def session_factory(request: Request) -> sessionmaker[Session]:
     return cast(sessionmaker[Session], request.app.state.session_factory)
 
@@ -46,10 +70,11 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     so a request checks out one pooled connection. Creating a session does no I/O.
 
     On PostgreSQL the key lookup starts this session in autocommit (`api.auth`): each statement
-    commits on its own and `commit()` costs no round trip. Every route's writes are single statements
-    (a compare-and-set UPDATE, intake's one INSERT or COPY); a route needing several writes to be
-    atomic must use a session of its own (`session_factory(request).begin()`)."""
-    session = session_factory(request)()
+    commits on its own and `commit()` costs no round trip. That is only atomic while a request writes
+    at most one statement (a compare-and-set UPDATE), so `single_write` makes a second one an error
+    on every database; a route needing several writes to be atomic uses a session of its own
+    (`session_factory(request).begin()`), as intake does."""
+    session = single_write(session_factory(request)())
     try:
         yield session
     finally:
@@ -57,6 +82,26 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
             await run_in_threadpool(session.close)  # may send a ROLLBACK
         else:
             session.close()
+
+
+class SeveralWrites(RuntimeError):
+    """A request session was asked for a second write statement (see `get_session`)."""
+
+
+def single_write(session: Session) -> Session:
+    """Refuse a second INSERT/UPDATE/DELETE through this session: on the API's autocommit connection
+    two writes would commit one by one, and a failure between them would leave half of them."""
+
+    def guard(state: ORMExecuteState) -> None:
+        if not (state.is_insert or state.is_update or state.is_delete):
+            return
+        if state.session.info.get("wrote"):
+            raise SeveralWrites("a request session writes one statement at most; several atomic writes "
+                                "need session_factory(request).begin()")
+        state.session.info["wrote"] = True
+
+    event.listen(session, "do_orm_execute", guard)
+    return session
 
 
 async def get_intake(request: Request) -> Intake:

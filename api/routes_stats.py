@@ -14,6 +14,7 @@ from genqueue.api.errors import ApiError, ErrorResponse
 from genqueue.core.settings import Settings
 from genqueue.intake.errors import FieldError
 from genqueue.models.base import utcnow
+from genqueue.models.jobs import STUCK_AFTER
 from genqueue.models.keys import Role
 from genqueue.models.stats_report import filters_for, report
 
@@ -61,4 +62,4 @@ def get_stats(
     if f.since and f.until and f.since >= f.until:
         raise ApiError(422, "validation_error", "empty time range", [FieldError("since", "must be before until")])
     return report(session, f, price_per_second=settings.price_per_second,
-                  create_rate_per_min=settings.create_rate_per_min, stuck_after=settings.stuck_after, now=now)
+                  create_rate_per_min=settings.create_rate_per_min, stuck_after=STUCK_AFTER.total_seconds(), now=now)

@@ -21,6 +21,7 @@ from genqueue.api.deps import get_enqueuer
 from genqueue.api.errors import ApiError
 from genqueue.api.webhook_auth import WebhookRejected, WebhookSecret, verify
 from genqueue.intake.errors import FieldError
+from genqueue.models.status import PREDICTION_TERMINAL
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
@@ -28,7 +29,6 @@ router = APIRouter(tags=["webhooks"])
 # The prediction fields a worker needs to finish the job; everything else is dropped here.
 KEEP = ("id", "status", "output", "error", "metrics", "created_at", "started_at", "completed_at", "urls",
         "data_removed", "version", "model")
-TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 # Outputs are URLs (small) or data: URIs (can be large). A message bigger than this is not put on the
 # broker; the worker is asked to GET the prediction instead.
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -78,7 +78,7 @@ def _prediction(body: bytes) -> dict[str, Any]:
 def _accept(request: Request, job: str, body: bytes) -> WebhookAck:
     _authenticate(request, body)
     prediction = _prediction(body)
-    if prediction["status"] not in TERMINAL:
+    if prediction["status"] not in PREDICTION_TERMINAL:
         return WebhookAck(accepted=False)
     enqueuer = get_enqueuer(request)
     if len(json.dumps(prediction)) > MAX_MESSAGE_BYTES:

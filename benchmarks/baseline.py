@@ -4,7 +4,7 @@ Each of `--threads` threads has its own `replicate.Client` and httpx client; a j
 `predictions.create(version=..., input=...)`, `prediction.wait()` (REPLICATE_POLL_INTERVAL, default
 0.5 s), then the output is downloaded and hashed (sha256). Run as its own process so its CPU is its own:
 
-    .venv/bin/python benchmarks/baseline.py --sim-url http://127.0.0.1:PORT --jobs 2000 [--threads 32]
+    .venv/bin/python -m benchmarks.baseline --sim-url http://127.0.0.1:PORT --jobs 2000 [--threads 32]
 
 Prints one JSON object. CPU is this process's user+sys over the workload window (imports excluded).
 """
@@ -21,10 +21,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 import replicate

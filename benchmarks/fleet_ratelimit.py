@@ -2,7 +2,7 @@
 fleet under it? Runs N jobs through W worker processes against a simulator that enforces
 600 creates/min with a small burst, and reports the 429s the simulator served per phase.
 
-    .venv/bin/python benchmarks/fleet_ratelimit.py [--jobs 1200] [--workers 4] [--burst 60]
+    .venv/bin/python -m benchmarks.fleet_ratelimit [--jobs 1200] [--workers 4] [--burst 60]
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from pathlib import Path
 
 import httpx
 import redis
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from genqueue.cli.stack import Stack, free_port, wait_http
 from tests.support.pipeline import pipeline

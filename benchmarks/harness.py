@@ -23,12 +23,12 @@ import redis
 from sqlalchemy import Engine, create_engine, text
 
 from genqueue.cli.stack import Stack, free_port, genqueue_argv, wait_http
+from genqueue.models.status import TERMINAL_NAMES as TERMINAL
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SIM_TOKEN = "r8_sim_fake_token"
 VERSION = "jigsawstack/image-generation:43d5bce2e1c97fa1e7d8996187a85cd5c882787989091af3b135c7a16ca23b79"
 FAKE_API_KEY = "sk_test_fake_not_a_real_key"
-TERMINAL = ("succeeded", "failed", "canceled")
 # "Rate limits raised": far above anything two cores can do, on both sides.
 RAISED_CREATE_PER_MIN = 6_000_000
 RAISED_READ_PER_MIN = 30_000_000
@@ -150,7 +150,7 @@ class Harness:
             GENQUEUE_DATA_DIR=str(self.tmp / "data"), DATABASE_URL=self.db_url, REDIS_URL=self.redis_url,
             STORAGE_URL=f"file://{self.tmp}/outputs", REPLICATE_BASE_URL=f"{self.sim_url or 'http://127.0.0.1:9'}/v1",
             REPLICATE_API_TOKEN=SIM_TOKEN, OUTPUT_ALLOWED_HOSTS="127.0.0.1", OUTPUT_ALLOW_PRIVATE="true",
-            GENQUEUE_EMBEDDED_REDIS="false", GENQUEUE_LOG_LEVEL="WARNING",
+            GENQUEUE_LOG_LEVEL="WARNING",
             GENQUEUE_CREATE_RATE_PER_MIN=str(RAISED_CREATE_PER_MIN),
             GENQUEUE_READ_RATE_PER_MIN=str(RAISED_READ_PER_MIN),
             GENQUEUE_API_RATE_PER_MIN="100000000",

@@ -2,7 +2,7 @@
 process with concurrency 4; checks every job against the simulator and reports the overhead
 `end_to_end_time - total_time` (p50/p95).
 
-    .venv/bin/python benchmarks/pipeline_check.py [--jobs 500] [--db sqlite|postgresql]
+    .venv/bin/python -m benchmarks.pipeline_check [--jobs 500] [--db sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from pathlib import Path
 
 import redis
 from sqlalchemy import create_engine, text
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.stats import pct
 from genqueue.cli.stack import Stack, free_port, wait_http

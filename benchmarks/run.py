@@ -1,8 +1,8 @@
 """genqueue's performance benchmark: starts the real stack per workload and measures it.
 
-    .venv/bin/python benchmarks/run.py --workload 1|2|3|4|5|all [--scale 0.1] [--db postgresql|sqlite]
+    .venv/bin/python -m benchmarks.run --workload 1|2|3|4|5|all [--scale 0.1] [--db postgresql|sqlite]
         [--workers 1] [--concurrency 4] [--pool prefork|threads] [--api-workers 1] [--webhooks]
-        [--pace 40] [--env GENQUEUE_POLL_INITIAL_DELAY=0.5 ...] [--write] [--keep-logs]
+        [--pace 40] [--env GENQUEUE_READ_RATE_PER_MIN=6000 ...] [--write] [--keep-logs]
 
 Workloads: 1 = 2,000 jobs of 1 s predictions, rate limits raised; 2 = 10,000 predictions of 60 s in
 flight; 3 = submitting 20,000 jobs via /v1/jobs/batch and 2,000 via /v1/jobs from 16 clients;
@@ -25,8 +25,6 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import report
 from benchmarks.harness import Options, PrivateRedis
@@ -63,7 +61,7 @@ def main() -> int:
                     help="use this DB index of the shared Redis at 127.0.0.1:6379 (flushed; refused if another "
                          "client is on it) instead of a private redis-server (the default)")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                    help="genqueue setting for its processes (repeatable), e.g. GENQUEUE_CREATE_WAIT=5")
+                    help="genqueue setting for its processes (repeatable), e.g. GENQUEUE_READ_RATE_PER_MIN=6000")
     ap.add_argument("--submit-with-workers", action="store_true",
                     help="workload 3: run worker and beat while submitting (default: API only)")
     ap.add_argument("--pace", type=float, default=40.0,
@@ -92,7 +90,7 @@ def main() -> int:
         opts.redis_base = private.url
     else:
         opts.redis_db = args.redis_db
-    command = ".venv/bin/python benchmarks/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = ".venv/bin/python -m benchmarks.run " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     mach = report.machine()
     try:
         reports, failed = run_all(opts, wanted)

@@ -1,6 +1,6 @@
 """Seed 1,000,000 jobs in a fresh PostgreSQL database and time the /v1/stats computation.
 
-    .venv/bin/python benchmarks/stats_1m.py [--jobs 1000000] [--days 30] [--runs 20]
+    .venv/bin/python -m benchmarks.stats_1m [--jobs 1000000] [--days 30] [--runs 20]
         [--admin-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres] [--keep]
 
 Rows are generated server-side (INSERT ... SELECT generate_series), spread evenly over --days, with a
@@ -13,14 +13,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 import uuid
-from pathlib import Path
 
 from sqlalchemy import create_engine, text
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from genqueue.models.base import utcnow
 from genqueue.models.db import make_engine, make_session_factory

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from genqueue.cli.context import settings_or_die
 from genqueue.cli.stack import Stack, free_port, wait_http
+from genqueue.models.status import TERMINAL_NAMES as TERMINAL
 
 JIGSAWSTACK_VERSION = "jigsawstack/image-generation:43d5bce2e1c97fa1e7d8996187a85cd5c882787989091af3b135c7a16ca23b79"
 PROMPTS = [
@@ -31,7 +32,6 @@ PROMPTS = [
     "A storm front moving over the ocean", "Dolphins leaping across ocean swells",
     "Moonlight reflecting on a quiet ocean", "An old shipwreck on the ocean floor",
 ]
-TERMINAL = ("succeeded", "failed", "canceled")
 
 
 def demo_env(data_dir: str, sim_port: int, redis_url: str) -> dict[str, str]:
@@ -43,26 +43,21 @@ def demo_env(data_dir: str, sim_port: int, redis_url: str) -> dict[str, str]:
         REPLICATE_API_TOKEN="r8_sim_fake_token",
         OUTPUT_ALLOWED_HOSTS="127.0.0.1",
         OUTPUT_ALLOW_PRIVATE="true",
-        GENQUEUE_POLL_INITIAL_DELAY=env.get("GENQUEUE_POLL_INITIAL_DELAY", "0.5"),
-        GENQUEUE_SWEEP_INTERVAL="10",
         GENQUEUE_LOG_LEVEL=env.get("GENQUEUE_LOG_LEVEL", "WARNING"),
     )
     return env
 
 
 def run_demo(*, jobs: int, concurrency: int, predict_seconds: float) -> int:
+    from genqueue.bootstrap import Root
     from genqueue.cli.embedded_redis import ensure_redis
-    from genqueue.core.crypto import load_cipher
-    from genqueue.intake import Intake, JobRequest
-    from genqueue.models.db import make_engine, make_session_factory
+    from genqueue.intake import JobRequest
     from genqueue.models.migrate import upgrade
-    from genqueue.worker.celery_app import make_celery
-    from genqueue.worker.enqueue import Enqueuer
 
     console = Console()
     base = settings_or_die()
     data_dir = str(base.data_dir.resolve())
-    redis_proc = ensure_redis(base.redis_url, base.data_dir, allowed=base.embedded_redis)
+    redis_proc = ensure_redis(base.redis_url, base.data_dir, allowed=not base.redis_url_given)
     # SIGTERM stops the demo like Ctrl-C does, so the finally blocks below stop every child.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -70,10 +65,10 @@ def run_demo(*, jobs: int, concurrency: int, predict_seconds: float) -> int:
         env = demo_env(data_dir, sim_port, base.redis_url)
         os.environ.update(env)
         settings = settings_or_die()
-        engine = make_engine(settings.effective_database_url)
+        root = Root(settings)
         try:
-            upgrade(engine)
-            sessions = make_session_factory(engine)
+            upgrade(root.engine)
+            sessions = root.sessions
             log_dir = settings.data_dir / "logs"
             console.print(f"[bold]genqueue demo[/]: data in {data_dir}, logs in {log_dir}")
             with Stack(env, log_dir) as stack:
@@ -84,25 +79,21 @@ def run_demo(*, jobs: int, concurrency: int, predict_seconds: float) -> int:
                     return 1
                 stack.add("worker", "worker", "--concurrency", str(concurrency))
                 stack.add("beat", "beat")
-                celery = make_celery(settings)
                 # Submit once a worker answers, so queue_time measures the queue, not the worker's boot.
-                _wait_for_worker(celery, console)
-                secret = settings.secrets_key.get_secret_value() if settings.secrets_key else None
-                intake = Intake(sessions, load_cipher(secret, settings.data_dir), settings.secret_field_names,
-                                Enqueuer(celery), settings.job_deadline_seconds)
+                _wait_for_worker(root.celery, console)
                 requests = [
                     JobRequest(version=JIGSAWSTACK_VERSION, input={
                         "prompt": PROMPTS[i % len(PROMPTS)], "aspect_ratio": "16:9", "output_format": "png",
                         "steps": 4, "api_key": "sk_demo_fake_not_a_real_key"})
                     for i in range(jobs)
                 ]
-                created, _ = intake.submit(requests, batch=True)
+                created, _ = root.intake.submit(requests, batch=True)
                 ids = [j.id for j in created]
                 ok = _watch(console, sessions, ids, timeout=120 + jobs * predict_seconds / concurrency * 2)
                 _summary(console, sessions, ids, settings.effective_storage_url)
-                celery.close()
+                root.celery.close()
         finally:
-            engine.dispose()
+            root.close()
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         return 130

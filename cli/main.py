@@ -47,12 +47,13 @@ def api(host: str = "127.0.0.1", port: Annotated[int, typer.Option(min=1, max=65
     s = settings_or_die()
     setup_logging(s.log_level)
     if workers > 1:
-        uvicorn.run("genqueue.api.asgi:app", host=host, port=port, workers=workers, log_level="warning",
-                    access_log=False, factory=False)
+        # Each process builds its own app from the environment (uvicorn imports the factory there).
+        uvicorn.run("genqueue.bootstrap:asgi_app", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning", access_log=False)
         return
-    from genqueue.api.app import create_app
+    from genqueue.bootstrap import Root
 
-    uvicorn.run(create_app(s), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(Root(s).api_app(), host=host, port=port, log_level="warning", access_log=False)
 
 
 @app.command()
@@ -78,12 +79,7 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, max=512)] = 4,
     except Exception as exc:
         die(str(exc))
     setup_logging(s.log_level)
-    if pool == "threads" and "db_pool_size" not in s.model_fields_set:
-        # Up to one connection per thread, at most 16 per process: threads beyond wait their turn (a
-        # step holds a session for a few ms; see worker/runtime.py), and several workers must fit
-        # PostgreSQL's max_connections (100 by default) together.
-        s = s.model_copy(update={"db_pool_size": min(concurrency, 16)})
-    celery = make_worker_app(s)
+    celery = make_worker_app(s, pool=pool, concurrency=concurrency)
     argv = ["worker", "-Q", chosen, "-c", str(concurrency), "-P", pool, "--loglevel", s.log_level,
             "--without-gossip", "--without-mingle"]
     if events:

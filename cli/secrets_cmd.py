@@ -22,17 +22,17 @@ def rotate(batch: int = 500) -> None:
     """Re-encrypt every job's sealed secrets with the first key of SECRETS_KEY."""
     from sqlalchemy import select
 
-    from genqueue.core.crypto import SecretsError, load_cipher
+    from genqueue.bootstrap import Root
+    from genqueue.core.crypto import SecretsError
     from genqueue.core.crypto import rotate as rotate_token
-    from genqueue.models.db import make_engine, make_session_factory
     from genqueue.models.tables import Job
 
-    s = settings_or_die()
+    root = Root(settings_or_die())
     try:
-        cipher = load_cipher(s.secrets_key.get_secret_value() if s.secrets_key else None, s.data_dir)
+        cipher = root.cipher
     except SecretsError as exc:
         die(str(exc))
-    sessions = make_session_factory(make_engine(s.effective_database_url))
+    sessions = root.sessions
     done, last = 0, ""
     while True:
         with sessions.begin() as session:

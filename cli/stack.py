@@ -128,7 +128,7 @@ def run_up(settings: Settings, *, host: str, port: int, concurrency: int, with_s
     from genqueue.models.migrate import upgrade
 
     env = dict(os.environ)
-    redis_proc = ensure_redis(settings.redis_url, settings.data_dir, allowed=settings.embedded_redis)
+    redis_proc = ensure_redis(settings.redis_url, settings.data_dir, allowed=not settings.redis_url_given)
     engine = make_engine(settings.effective_database_url)
     upgrade(engine)
     engine.dispose()

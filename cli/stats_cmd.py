@@ -68,6 +68,7 @@ def stats(
     """Ops figures: statuses, queue, in flight, throughput, latency by phase, failures, models, cost."""
     from genqueue.models.base import utcnow
     from genqueue.models.db import make_engine, make_session_factory
+    from genqueue.models.jobs import STUCK_AFTER
     from genqueue.models.stats_report import filters_for, report
 
     s = settings_or_die()
@@ -80,7 +81,7 @@ def stats(
     try:
         with make_session_factory(engine)() as session:
             r = report(session, f, price_per_second=s.price_per_second, create_rate_per_min=s.create_rate_per_min,
-                       stuck_after=s.stuck_after, now=now)
+                       stuck_after=STUCK_AFTER.total_seconds(), now=now)
     except Exception as exc:
         die(f"cannot read the database: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     finally:

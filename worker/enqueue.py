@@ -26,6 +26,8 @@ STORE = "genqueue.store"
 CANCEL = "genqueue.cancel"
 OBSERVE = "genqueue.observe"
 SWEEP = "genqueue.sweep"
+# The task that runs each lifecycle step (worker.lifecycle.decision.Step), by the step's name.
+TASK_FOR_STEP = {"submit": SUBMIT, "poll": POLL, "store": STORE}
 
 
 def queue_for(task: str) -> str:

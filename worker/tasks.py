@@ -1,8 +1,9 @@
-"""Thin Celery tasks: take a job id, call one service, turn its outcome into the next message.
+"""Thin Celery tasks: take a job id, run one step, send the follow-up the step returned.
 
-Retries are here and only here: a service raises RetryLater(delay) and the task re-sends itself with
-that countdown. Anything unexpected is logged and left to the sweeper (the message is acked; the
-job's next_check_at makes it overdue and it is re-sent), so a bug can't spin a hot retry loop.
+A step returns `Next` (nothing, or a step to run for this job after a countdown); this module is the
+only place that turns one into a message. A database outage is retried here: the same step again
+shortly. Anything unexpected is logged and left to the sweeper (the message is acked; the job's
+next_check_at makes it overdue and it is re-sent), so a bug can't spin a hot retry loop.
 """
 
 from __future__ import annotations
@@ -11,112 +12,90 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from celery import Celery, Task
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from genqueue.worker import enqueue, runtime
-from genqueue.worker.celery_app import MAX_COUNTDOWN
-from genqueue.worker.runtime import WorkerContext
-from genqueue.worker.services.outcomes import Next, RetryLater, backoff
+from genqueue.worker import enqueue
+from genqueue.worker.celery_app import MAX_COUNTDOWN, WorkerApp
+from genqueue.worker.context import WorkerContext
+from genqueue.worker.lifecycle.decision import Next, Step, retry_delay
+from genqueue.worker.services.poll import poll
+from genqueue.worker.services.pushed import observe_pushed
+from genqueue.worker.services.store import copy_outputs, store
+from genqueue.worker.services.submit import submit
+from genqueue.worker.services.sweep import sweep
+from genqueue.worker.services.writes import load
 
 log = logging.getLogger(__name__)
 
-
-def _follow(ctx: WorkerContext, job_id: str, nxt: Next, store_inline: bool = True) -> None:
-    if nxt.task == "poll":
-        if ctx.settings.webhook_url:
-            # Webhooks on: the push normally finishes the job. The safety-net poll is the sweeper's
-            # (next_check_at is already set), not a delayed message per job held in worker memory.
-            return
-        ctx.enqueuer.poll(job_id, nxt.countdown)
-    elif nxt.task == "store" and not store_inline:
-        ctx.enqueuer.store(job_id)
-    elif nxt.task == "store":
-        # Copy the outputs right here rather than through another message: one broker round trip
-        # less per job, and the files are fetched as soon as they exist. A crash here leaves the job
-        # in `storing`, which the sweeper re-sends like any other step.
-        from genqueue.worker.services.store import copy_outputs, store
-
-        try:
-            if nxt.job is not None:
-                copy_outputs(ctx, nxt.job, set())
-            else:
-                store(ctx, job_id)
-        except RetryLater as later:
-            ctx.enqueuer.store(job_id, later.delay)
-        except (OperationalError, InterfaceError) as exc:
-            # Retry the copy as a store step: retrying the task that noticed the prediction (submit,
-            # poll) would find the job past that step and drop it, leaving the copy to the sweeper.
-            log.warning("job=%s store database unavailable (%s); retrying", job_id, type(exc).__name__)
-            ctx.enqueuer.store(job_id, _db_retry_delay())
-    elif nxt.task == "submit":
-        ctx.enqueuer.submit([job_id])
+_DB_AWAY = (OperationalError, InterfaceError)
 
 
-def _db_retry_delay() -> float:
-    """How long a step waits before trying again while the database is away (about 0.5-4 s)."""
-    return backoff(2, base=1.0, cap=15.0)
+def follow_up(ctx: WorkerContext, job_id: str, nxt: Next) -> None:
+    """Send (or, for an inline store, run) what a step said comes next."""
+    if nxt.step is None:
+        return
+    if nxt.step is Step.STORE and nxt.inline:
+        _store_inline(ctx, job_id)
+        return
+    countdown = min(MAX_COUNTDOWN, max(0.05, nxt.countdown)) if nxt.countdown else 0.0
+    ctx.enqueuer.send(enqueue.TASK_FOR_STEP[nxt.step], [job_id], countdown)
 
 
-def _again(task: Task, job_id: str, delay: float, name: str | None = None) -> None:
-    # A fresh message (not task.retry): retries of these steps are unbounded by design; the job's
-    # deadline and delivery counter bound them instead.
-    runtime.get().enqueuer.send(name or task.name, [job_id], countdown=min(MAX_COUNTDOWN, max(0.05, delay)))
-
-
-def _run(task: Task, job_id: str, service: Callable[[WorkerContext, str], Next], retry_as: str | None = None,
-         store_inline: bool = True) -> None:
-    ctx = runtime.get()
+def _store_inline(ctx: WorkerContext, job_id: str) -> None:
+    # A database error here is retried as a store step: retrying the task that noticed the prediction
+    # (submit, poll) would find the job past that step and drop it, leaving the copy to the sweeper.
     try:
-        nxt = service(ctx, job_id)
-        _follow(ctx, job_id, nxt, store_inline)
-    except RetryLater as later:
-        log.info("job=%s %s retry in %.2fs: %s", job_id, task.name, later.delay, later.reason)
-        _again(task, job_id, later.delay, retry_as)
-    except (OperationalError, InterfaceError) as exc:
-        # The database is away (restart, failover): try the same step again shortly. If the broker
-        # is away too, the sweeper re-sends the step once both are back.
-        log.warning("job=%s %s database unavailable (%s); retrying", job_id, task.name, type(exc).__name__)
-        _again(task, job_id, _db_retry_delay(), retry_as)
+        with ctx.sessions() as session:
+            job = load(session, job_id)
+        nxt = copy_outputs(ctx, job) if job is not None else Next()
+    except _DB_AWAY as exc:
+        log.warning("job=%s store database unavailable (%s); retrying", job_id, type(exc).__name__)
+        nxt = Next(Step.STORE, retry_delay())
+    follow_up(ctx, job_id, nxt)
 
 
-def register(app: Celery) -> None:
-    from genqueue.worker.services.poll import poll
-    from genqueue.worker.services.pushed import observe_pushed
-    from genqueue.worker.services.store import store
-    from genqueue.worker.services.submit import submit
-    from genqueue.worker.services.sweep import sweep
+def _run(ctx: WorkerContext, name: str, job_id: str, step: Callable[[WorkerContext, str], Next],
+         retry_as: Step) -> None:
+    try:
+        nxt = step(ctx, job_id)
+    except _DB_AWAY as exc:
+        # The database is away (restart, failover): the same step again shortly. If the broker is
+        # away too, the sweeper re-sends the step once both are back.
+        log.warning("job=%s %s database unavailable (%s); retrying", job_id, name, type(exc).__name__)
+        nxt = Next(retry_as, retry_delay())
+    if nxt.step is not None and nxt.step is not Step.STORE:
+        log.debug("job=%s %s next %s in %.2fs", job_id, name, nxt.step, nxt.countdown)
+    follow_up(ctx, job_id, nxt)
 
-    @app.task(name=enqueue.SUBMIT, bind=True)
-    def submit_task(self: Task, job_id: str) -> None:
-        _run(self, job_id, submit)
 
-    @app.task(name=enqueue.POLL, bind=True)
-    def poll_task(self: Task, job_id: str) -> None:
-        _run(self, job_id, poll)
+def register(app: WorkerApp) -> None:
+    @app.task(name=enqueue.SUBMIT)
+    def submit_task(job_id: str) -> None:
+        _run(app.context, enqueue.SUBMIT, job_id, submit, Step.SUBMIT)
+
+    @app.task(name=enqueue.POLL)
+    def poll_task(job_id: str) -> None:
+        _run(app.context, enqueue.POLL, job_id, poll, Step.POLL)
 
     # A cancel is a poll that sees cancel_requested_at and cancels on Replicate first.
-    @app.task(name=enqueue.CANCEL, bind=True)
-    def cancel_task(self: Task, job_id: str) -> None:
-        _run(self, job_id, poll)
+    @app.task(name=enqueue.CANCEL)
+    def cancel_task(job_id: str) -> None:
+        _run(app.context, enqueue.CANCEL, job_id, poll, Step.POLL)
 
-    @app.task(name=enqueue.OBSERVE, bind=True)
-    def observe_task(self: Task, job_id: str, prediction: dict[str, Any]) -> None:
+    @app.task(name=enqueue.OBSERVE)
+    def observe_task(job_id: str, prediction: dict[str, Any]) -> None:
         # A push that cannot be applied now (database away) falls back to a poll of the job: the
-        # prediction itself is not re-sent around the broker. The copy goes to the store queue rather
-        # than running here: pushes arrive in bursts, and recording "finished" must not wait for the
-        # previous push's downloads (W2: detection lag p50 8.7 s with the copy inline).
-        _run(self, job_id, lambda ctx, jid: observe_pushed(ctx, jid, prediction), retry_as=enqueue.POLL,
-             store_inline=False)
+        # prediction itself is not re-sent around the broker.
+        _run(app.context, enqueue.OBSERVE, job_id, lambda ctx, jid: observe_pushed(ctx, jid, prediction), Step.POLL)
 
-    @app.task(name=enqueue.STORE, bind=True)
-    def store_task(self: Task, job_id: str) -> None:
-        _run(self, job_id, store)
+    @app.task(name=enqueue.STORE)
+    def store_task(job_id: str) -> None:
+        _run(app.context, enqueue.STORE, job_id, store, Step.STORE)
 
     @app.task(name=enqueue.SWEEP)
     def sweep_task() -> int:
         try:
-            return sweep(runtime.get()).total
-        except (OperationalError, InterfaceError) as exc:
+            return sweep(app.context).total
+        except _DB_AWAY as exc:
             log.warning("sweep skipped: database unavailable (%s)", type(exc).__name__)
             return 0

@@ -1,10 +1,10 @@
-"""Shared pieces of the API tests: fakes for the enqueuer and storage, request bodies, DB helpers."""
+"""Shared pieces of the API tests: request bodies, the app handle, DB helpers (fakes: tests.support.fakes)."""
 
 from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +14,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from genqueue.models.tables import Job
+from tests.support.fakes import MemoryStorage, RecordingEnqueuer
 
 SECRET = "sk_live_SUPERSECRET_value_123"
 JIGSAW = "jigsawstack/image-generation"
@@ -23,47 +24,6 @@ VERSION = f"{JIGSAW}:{HEX}"
 
 def body(prompt: str = "a lighthouse at dusk", **input_extra: Any) -> dict[str, Any]:
     return {"version": VERSION, "input": {"prompt": prompt, "api_key": SECRET, **input_extra}}
-
-
-class RecordingEnqueuer:
-    """Stands in for worker.enqueue.Enqueuer; records the ids it was given."""
-
-    def __init__(self) -> None:
-        self.submitted: list[str] = []
-        self.canceled: list[str] = []
-        self.polled: list[str] = []
-        self.observed: list[tuple[str, dict[str, Any]]] = []
-
-    def submit(self, job_ids: list[str]) -> None:
-        self.submitted.extend(job_ids)
-
-    def __call__(self, job_ids: list[str]) -> None:
-        self.submit(job_ids)
-
-    def cancel(self, job_id: str) -> None:
-        self.canceled.append(job_id)
-
-    def poll(self, job_id: str, countdown: float = 0.0) -> None:
-        self.polled.append(job_id)
-
-    def observe(self, job_id: str, prediction: dict[str, Any]) -> None:
-        self.observed.append((job_id, prediction))
-
-
-class MemoryStorage:
-    """Has the `open` of storage.Storage; a missing key raises FileNotFoundError."""
-
-    def __init__(self) -> None:
-        self.objects: dict[str, tuple[bytes, str]] = {}
-
-    def put(self, key: str, data: bytes, content_type: str) -> None:
-        self.objects[key] = (data, content_type)
-
-    def open(self, key: str) -> tuple[Iterator[bytes], str, int]:
-        if key not in self.objects:
-            raise FileNotFoundError(key)
-        data, ctype = self.objects[key]
-        return iter([data[i:i + 7] for i in range(0, len(data), 7)]), ctype, len(data)
 
 
 @dataclass

@@ -7,15 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_helpers import Api, MakeApi, MemoryStorage, RecordingEnqueuer
+from api_helpers import Api, MakeApi
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 
-from genqueue.api.app import create_app
+from genqueue.bootstrap import Root
 from genqueue.core.settings import Settings, load_settings
 from genqueue.models.db import make_engine, make_session_factory
 from genqueue.models.keys import Role, create_key
 from genqueue.models.migrate import upgrade
+from tests.support.fakes import MemoryStorage, RecordingEnqueuer
 
 
 def make_settings(db_url: str, redis_url: str, data_dir: Path, **env: Any) -> Settings:
@@ -43,7 +44,8 @@ def make_api(tmp_path: Path, redis_url: str) -> Iterator[MakeApi]:
         enqueuer, storage = RecordingEnqueuer(), MemoryStorage()
         settings = make_settings(db_url, redis or redis_url, tmp_path, **env)
         # real_storage: the app builds its storage from STORAGE_URL (file://<tmp>/out), like production.
-        app = create_app(settings, enqueuer=enqueuer, storage=None if real_storage else storage)
+        fakes: dict[str, Any] = {"enqueuer": enqueuer} if real_storage else {"enqueuer": enqueuer, "storage": storage}
+        app = Root(settings, **fakes).api_app()
         client = TestClient(app, raise_server_exceptions=raise_errors)
         client.__enter__()
         cleanups.append(lambda: client.__exit__(None, None, None))

@@ -3,7 +3,7 @@ workers and an emptied Redis; then every job is checked against the simulator's 
 
 Runnable (prints a report, exits 1 on any violation)::
 
-    .venv/bin/python tests/chaos/chaos.py --jobs 1000 --workers 3 --kills 2 --flushes 2
+    .venv/bin/python -m tests.chaos.chaos --jobs 1000 --workers 3 --kills 2 --flushes 2
 
 Importable: ``run(ChaosConfig(...)) -> Report`` (tests/chaos/test_chaos.py).
 
@@ -37,32 +37,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `python tests/chaos/chaos.py` from anywhere
-    sys.path.insert(0, str(ROOT))
+import httpx
+import redis
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import selectinload
 
-import httpx  # noqa: E402
-import redis  # noqa: E402
-from sqlalchemy import create_engine, func, select, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-from sqlalchemy.orm import selectinload  # noqa: E402
-
-from genqueue.cli.stack import Child, Stack, free_port, genqueue_argv, wait_http  # noqa: E402
-from genqueue.core.crypto import load_cipher  # noqa: E402
-from genqueue.core.settings import load_settings  # noqa: E402
-from genqueue.intake import Intake, JobRequest  # noqa: E402
-from genqueue.models.db import make_engine, make_session_factory  # noqa: E402
-from genqueue.models.keys import Role, create_key  # noqa: E402
-from genqueue.models.migrate import upgrade  # noqa: E402
-from genqueue.models.tables import Job  # noqa: E402
-from genqueue.simulator.store import fingerprint  # noqa: E402
-from genqueue.worker.celery_app import make_celery  # noqa: E402
-from genqueue.worker.enqueue import Enqueuer  # noqa: E402
-from tests.support.tcpproxy import TcpProxy  # noqa: E402
+from genqueue.bootstrap import Root
+from genqueue.cli.stack import Child, Stack, free_port, genqueue_argv, wait_http
+from genqueue.core.settings import load_settings
+from genqueue.intake import JobRequest
+from genqueue.models.keys import Role, create_key
+from genqueue.models.migrate import upgrade
+from genqueue.models.status import TERMINAL_NAMES as TERMINAL
+from genqueue.models.tables import Job
+from genqueue.simulator.store import fingerprint
+from tests.support.tcpproxy import TcpProxy
 
 VERSION = "jigsawstack/image-generation:43d5bce2e1c97fa1e7d8996187a85cd5c882787989091af3b135c7a16ca23b79"
 FAKE_API_KEY = "sk_test_fake_not_a_real_key"
-TERMINAL = ("succeeded", "failed", "canceled")
 PG_ADMIN_URL = os.environ.get("GENQUEUE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("GENQUEUE_TEST_REDIS", "redis://127.0.0.1:6379")
 
@@ -93,9 +86,6 @@ class ChaosConfig:
     restart_delay: float = 1.0
     pg_outage: float = 0.0  # seconds PostgreSQL refuses connections (workers reach it through a proxy)
     api_restarts: int = 0  # jobs are then submitted over HTTP; the API is SIGKILLed and restarted
-    # genqueue
-    sweep_interval: float = 2.0
-    stuck_after: float = 6.0
     timeout: float = 600.0  # for all jobs to become terminal
     workdir: Path | None = None  # logs, outputs, SQLite file; default: a fresh temp dir
     keep_db: bool = False
@@ -206,9 +196,7 @@ def _env(cfg: ChaosConfig, workdir: Path, db_url: str, redis_url: str, sim_url: 
         GENQUEUE_DATA_DIR=str(workdir / "data"), DATABASE_URL=db_url, REDIS_URL=redis_url,
         STORAGE_URL=f"file://{workdir}/outputs", REPLICATE_BASE_URL=f"{sim_url}/v1",
         REPLICATE_API_TOKEN="r8_sim_fake_token", OUTPUT_ALLOWED_HOSTS="127.0.0.1", OUTPUT_ALLOW_PRIVATE="true",
-        GENQUEUE_POLL_INITIAL_DELAY="0.3", GENQUEUE_POLL_MAX_DELAY="2", GENQUEUE_LOG_LEVEL="INFO",
-        GENQUEUE_EMBEDDED_REDIS="false", GENQUEUE_SWEEP_INTERVAL=str(cfg.sweep_interval),
-        GENQUEUE_STUCK_AFTER=str(cfg.stuck_after),
+        GENQUEUE_LOG_LEVEL="INFO",
     )
     env.update(cfg.env_extra)
     return env
@@ -458,13 +446,9 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
             finally:
                 os.environ.clear()
                 os.environ.update(saved)
-            engine = make_engine(settings.effective_database_url)
-            upgrade(engine)
-            sessions = make_session_factory(engine)
-            celery = make_celery(settings)
-            secret = settings.secrets_key.get_secret_value() if settings.secrets_key else None
-            intake = Intake(sessions, load_cipher(secret, settings.data_dir), settings.secret_field_names,
-                            Enqueuer(celery), settings.job_deadline_seconds)
+            root = Root(settings)  # the producer side, wired as the API wires it
+            upgrade(root.engine)
+            sessions, intake, celery = root.sessions, root.intake, root.celery
             t_start = time.monotonic()
             with Stack(env, workdir / "logs") as stack:
                 workers = [stack.add(f"worker-{i}", "worker", "--concurrency", str(cfg.concurrency))
@@ -536,7 +520,7 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
                 report.sim_stats = httpx.get(f"{sim_url}/_sim/stats", timeout=60).json()
                 report.sim_stats.pop("gets_per_prediction", None)
                 celery.close()
-            engine.dispose()
+            root.close()
             report.jobs = len(jobs_list)
             report.sim_predictions = len(records)
             report.statuses = dict(Counter(j.status for j in jobs_list))

@@ -4,14 +4,11 @@ against the simulator's record and the report must hold zero violations."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from chaos import ChaosConfig, Report, run
+from tests.chaos.chaos import ChaosConfig, Report, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

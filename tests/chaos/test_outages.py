@@ -33,7 +33,7 @@ def test_postgres_outage_and_api_restart_lose_nothing(tmp_path: Path, pg_via_pro
     redis_url = f"{redis_base()}/4"
     redis.Redis.from_url(redis_url).flushdb()
     sim = run_in_thread(SimConfig(start_delay=0.2, predict_seconds=1.0, fault_429=0.05, fault_5xx=0.03))
-    env = {"GENQUEUE_SWEEP_INTERVAL": "2", "GENQUEUE_STUCK_AFTER": "8"}
+    env: dict[str, str] = {}
     try:
         with pipeline(tmp_path, db_url, redis_url, sim.base_url, beat=True, env_extra=env) as p:
             with p.sessions.begin() as s:

@@ -248,7 +248,8 @@ def test_shared_env_reaches_every_genqueue_process(sim_config: dict[str, Any]) -
     for name in set(genqueue_services) - {"simulator"}:
         env = sim_config["services"][name]["environment"]
         assert {key: env.get(key) for key in expected} == expected, name
-        assert env["GENQUEUE_EMBEDDED_REDIS"] == "false", name
+        # REDIS_URL given: never a private embedded Redis that would split the queue.
+        assert env["REDIS_URL"].startswith("redis://redis:"), name
         # Declared without a value: unset in the container unless the operator sets it.
         assert env["OUTPUT_ALLOWED_HOSTS"] is None
         assert env["OUTPUT_ALLOW_PRIVATE"] is None

@@ -16,13 +16,13 @@ from typing import Any
 import httpx
 
 from genqueue.cli.stack import Stack, free_port, wait_http
+from genqueue.models.status import TERMINAL_NAMES as TERMINAL
 from genqueue.simulator.config import SimConfig
 from genqueue.simulator.server import SimHandle, run_in_thread
 
 VERSION = "jigsawstack/image-generation:43d5bce2e1c97fa1e7d8996187a85cd5c882787989091af3b135c7a16ca23b79"
 FAKE_API_KEY = "sk_e2e_fake_not_real"
 SIM_TOKEN = "r8_sim_fake_token"
-TERMINAL = ("succeeded", "failed", "canceled")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # Every variable genqueue reads (core/settings.py): none may leak in from the developer's shell.
@@ -114,7 +114,6 @@ def live_stack(tmp: Path, db_url: str, redis_url: str, *, concurrency: int = 2,
             DATABASE_URL=db_url, REDIS_URL=redis_url, STORAGE_URL=f"file://{tmp}/outputs",
             GENQUEUE_DATA_DIR=str(tmp / "data"), REPLICATE_BASE_URL=f"{sim.base_url}/v1",
             REPLICATE_API_TOKEN=SIM_TOKEN, OUTPUT_ALLOWED_HOSTS="127.0.0.1", OUTPUT_ALLOW_PRIVATE="true",
-            GENQUEUE_POLL_INITIAL_DELAY="0.3", GENQUEUE_POLL_MAX_DELAY="2", GENQUEUE_EMBEDDED_REDIS="false",
             GENQUEUE_LOG_LEVEL="INFO",
         )
         migrated = run_cli("migrate", env=env, cwd=tmp)

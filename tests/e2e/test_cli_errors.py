@@ -15,7 +15,7 @@ from e2e_support import FAKE_API_KEY, VERSION, clean_env, describe, job_input, l
 @pytest.fixture
 def cli_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
     return clean_env(GENQUEUE_DATA_DIR=str(tmp_path / "data"), DATABASE_URL=f"sqlite:///{tmp_path}/gq.db",
-                     REDIS_URL=redis_url, GENQUEUE_EMBEDDED_REDIS="false")
+                     REDIS_URL=redis_url)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str, code: int = 2) -> str:
@@ -113,8 +113,8 @@ def test_bad_database_url(tmp_path: Path, cli_env: dict[str, str]) -> None:
 
 
 def test_bad_number_setting(tmp_path: Path, cli_env: dict[str, str]) -> None:
-    proc = run_cli("migrate", env={**cli_env, "GENQUEUE_POLL_INITIAL_DELAY": "abc"}, cwd=tmp_path)
-    assert_one_line_error(proc, "GENQUEUE_POLL_INITIAL_DELAY")
+    proc = run_cli("migrate", env={**cli_env, "GENQUEUE_JOB_DEADLINE": "abc"}, cwd=tmp_path)
+    assert_one_line_error(proc, "GENQUEUE_JOB_DEADLINE")
 
 
 def test_bad_replicate_base_url(tmp_path: Path, cli_env: dict[str, str]) -> None:

@@ -16,7 +16,7 @@ from genqueue.models.tables import Job
 from genqueue.simulator.config import SimConfig
 from genqueue.simulator.server import SimHandle, run_in_thread
 from genqueue.worker import tasks
-from genqueue.worker.services.outcomes import Next
+from genqueue.worker.lifecycle.decision import Next, Step
 from genqueue.worker.services.submit import submit
 from tests.support.tcpproxy import TcpProxy
 from tests.support.worker_ctx import new_job, worker_context
@@ -33,9 +33,11 @@ def sim() -> Iterator[SimHandle]:
 
 
 def _ctx(tmp_path: Path, db_url: str, redis_url: str, sim: SimHandle) -> Any:  # Any: a recording enqueuer
-    ctx = worker_context(tmp_path, db_url, redis_url, REPLICATE_BASE_URL=f"{sim.base_url}/v1",
-                         GENQUEUE_CREATE_WAIT=5, OUTPUT_ALLOWED_HOSTS="127.0.0.1", OUTPUT_ALLOW_PRIVATE=True)
-    assert ctx.settings.create_wait_seconds == 5
+    # A threads-pool worker's policy, with the model known to take 1.5 s: the create holds Prefer: wait.
+    ctx = worker_context(tmp_path, db_url, redis_url, threads=True, REPLICATE_BASE_URL=f"{sim.base_url}/v1",
+                         OUTPUT_ALLOWED_HOSTS="127.0.0.1", OUTPUT_ALLOW_PRIVATE=True)
+    ctx.durations.observe("jigsawstack/image-generation", 1.5)
+    assert ctx.policy.create_wait(ctx.durations.expected("jigsawstack/image-generation")) == 3
     return ctx
 
 
@@ -57,7 +59,7 @@ def test_create_answer_is_recorded_through_an_outage(tmp_path: Path, pg_via_prox
     for t in timers:
         t.join()
 
-    assert nxt.task == "store" and nxt.job is not None  # the prediction succeeded during the wait
+    assert nxt == Next(Step.STORE, inline=True)  # the prediction succeeded during the wait
     with ctx.sessions() as s:
         job = s.scalars(select(Job).where(Job.id == job_id)).one()
         assert job.status == "storing" and job.prediction_id and job.attempts == 1
@@ -70,13 +72,15 @@ def test_copy_that_hits_an_outage_is_retried_as_a_store_step(tmp_path: Path, pg_
     ctx = _ctx(tmp_path, db_url, redis_url, sim)
     job_id = new_job(ctx, prompt="outage", api_key="sk_fake_not_real")
     nxt = submit(ctx, job_id)
-    assert nxt.task == "store"
+    assert nxt == Next(Step.STORE, inline=True)
     proxy.down()  # the copy's success cannot be recorded
     try:
-        tasks._follow(ctx, job_id, nxt)
+        tasks.follow_up(ctx, job_id, nxt)
     finally:
         proxy.start()
     assert ctx.enqueuer.sent == [("store", job_id)]
-    assert tasks._follow(ctx, job_id, Next("store")) is None  # the retried step finishes the job
+    ctx.enqueuer.sent.clear()
+    tasks.follow_up(ctx, job_id, Next(Step.STORE, inline=True))  # the retried step finishes the job
+    assert ctx.enqueuer.sent == []
     with ctx.sessions() as s:
         assert s.scalars(select(Job.status).where(Job.id == job_id)).one() == "succeeded"

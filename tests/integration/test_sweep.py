@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from genqueue.models.base import utcnow
 from genqueue.models.tables import Job
-from genqueue.worker.runtime import WorkerContext
+from genqueue.worker.context import WorkerContext
 from genqueue.worker.services.sweep import sweep
 from tests.support.worker_ctx import new_job, worker_context
 

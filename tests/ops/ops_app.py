@@ -10,15 +10,16 @@ import pytest
 from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from ops_helpers import PRICE, STUCK_AFTER, MemoryStorage, NullEnqueuer, Seeded, seed
+from ops_helpers import PRICE, Seeded, seed
 from sqlalchemy.orm import Session, sessionmaker
 
-from genqueue.api.app import create_app
+from genqueue.bootstrap import Root
 from genqueue.core.settings import Settings, load_settings
 from genqueue.models.base import utcnow
 from genqueue.models.db import make_engine, make_session_factory
 from genqueue.models.keys import Role, create_key
 from genqueue.models.migrate import upgrade
+from tests.support.fakes import MemoryStorage, RecordingEnqueuer
 
 
 @dataclass
@@ -50,8 +51,8 @@ def build(db_url: str, redis_url: str, data_dir: Path, png: bytes | None = None)
     seeded = seed(sessions, utcnow(), key_ids["alice"], key_ids["bob"], storage, png)
     settings = load_settings(DATABASE_URL=db_url, REDIS_URL=redis_url, GENQUEUE_DATA_DIR=str(data_dir),
                              SECRETS_KEY=Fernet.generate_key().decode(), GENQUEUE_PRICE_PER_SECOND=str(PRICE),
-                             GENQUEUE_STUCK_AFTER=str(STUCK_AFTER), GENQUEUE_CREATE_RATE_PER_MIN="600")
-    app = create_app(settings, session_factory=sessions, enqueuer=NullEnqueuer(), storage=storage)
+                             GENQUEUE_CREATE_RATE_PER_MIN="600")
+    app = Root(settings, sessions=sessions, enqueuer=RecordingEnqueuer(), storage=storage).api_app()
     return Ops(app, TestClient(app), sessions, settings, storage, keys, key_ids, seeded)
 
 

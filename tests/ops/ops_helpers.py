@@ -3,44 +3,26 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from genqueue.models.jobs import STUCK_AFTER as JOB_STUCK_AFTER
 from genqueue.models.tables import Job, JobOutput
+from tests.support.fakes import MemoryStorage
 
 PAINTER = "acme/painter"
 SKETCHER = "acme/sketcher"
 PRICE = 0.0014
-STUCK_AFTER = 120.0
+STUCK_AFTER = JOB_STUCK_AFTER.total_seconds()  # what the app reports as stuck
 
 
 @dataclass
 class Seeded:
     now: datetime
     ids: dict[str, list[str]] = field(default_factory=dict)  # label -> job ids
-
-
-class MemoryStorage:
-    def __init__(self) -> None:
-        self.objects: dict[str, tuple[bytes, str]] = {}
-
-    def open(self, key: str) -> tuple[Iterator[bytes], str, int]:
-        if key not in self.objects:
-            raise FileNotFoundError(key)
-        data, ctype = self.objects[key]
-        return iter([data]), ctype, len(data)
-
-
-class NullEnqueuer:
-    def submit(self, job_ids: list[str]) -> None: ...
-
-    def __call__(self, job_ids: list[str]) -> None: ...
-
-    def cancel(self, job_id: str) -> None: ...
 
 
 def _job(now: datetime, label: str, status: str, model: str, key_id: str, created_ago: float, **kw: Any) -> Job:

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from genqueue.api.app import create_app
+from genqueue.bootstrap import Root
 from genqueue.core.settings import Settings, load_settings
 from genqueue.models.db import make_engine, make_session_factory
 from genqueue.models.keys import Role, create_key
@@ -176,8 +176,8 @@ def build_api(db_url: str, redis_url: str, data_dir: Path, **env: Any) -> tuple[
             keys[name], key_ids[name] = plaintext, row.id
     settings = load_settings(_env_file=None, DATABASE_URL=db_url, REDIS_URL=redis_url,
                              GENQUEUE_DATA_DIR=str(data_dir), SECRETS_KEY=Fernet.generate_key().decode(),
-                             STORAGE_URL=f"file://{data_dir}/out", GENQUEUE_EMBEDDED_REDIS="false", **env)
-    app = create_app(settings)
+                             STORAGE_URL=f"file://{data_dir}/out", **env)
+    app = Root(settings).api_app()
     client = TestClient(app, raise_server_exceptions=False)
     client.__enter__()
 

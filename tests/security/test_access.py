@@ -76,7 +76,7 @@ def test_revoked_through_the_cli_stops_at_once(sec_api: SecApi) -> None:
     c, auth = sec_api.client, sec_api.auth("bob")
     assert c.get("/v1/jobs", headers=auth).status_code == 200
     env = {**os.environ, "DATABASE_URL": sec_api.settings.effective_database_url,
-           "GENQUEUE_DATA_DIR": str(sec_api.settings.data_dir), "GENQUEUE_EMBEDDED_REDIS": "false"}
+           "GENQUEUE_DATA_DIR": str(sec_api.settings.data_dir)}
     prefix = sec_api.keys["bob"][:10]
     out = subprocess.run([sys.executable, "-m", "genqueue", "keys", "revoke", prefix], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
@@ -312,7 +312,7 @@ def test_errors_never_echo_the_secret(sec_api: SecApi) -> None:
 def test_cli_rejects_bad_arguments_with_clear_message(sec_api: SecApi, tmp_path: Path, argv: list[str],
                                                       needle: str) -> None:
     env = {**os.environ, "DATABASE_URL": sec_api.settings.effective_database_url, "GENQUEUE_DATA_DIR": str(tmp_path),
-           "GENQUEUE_EMBEDDED_REDIS": "false", "REPLICATE_API_TOKEN": "r8_cli_test_token_x"}
+           "REPLICATE_API_TOKEN": "r8_cli_test_token_x"}
     out = subprocess.run([sys.executable, "-m", "genqueue", *argv], env=env, cwd=tmp_path, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 2, (argv, out.returncode, out.stdout, out.stderr)

@@ -296,8 +296,7 @@ def test_no_secret_reaches_db_logs_redis_or_responses(tmp_path: Path, pg_url: st
     monitor = RedisMonitor(sec_redis_url)
     sim = run_in_thread(SimConfig(tokens={token}, start_delay=0.1, predict_seconds=0.3, min_cancel_after=1.0))
     recorded = Recorded()
-    env_extra = {"REPLICATE_API_TOKEN": token, "SECRETS_KEY": fernet_key, "GENQUEUE_LOG_LEVEL": "DEBUG",
-                 "GENQUEUE_SWEEP_INTERVAL": "2", "GENQUEUE_STUCK_AFTER": "5"}
+    env_extra = {"REPLICATE_API_TOKEN": token, "SECRETS_KEY": fernet_key, "GENQUEUE_LOG_LEVEL": "DEBUG"}
     try:
         with pipeline(tmp_path, pg_url, sec_redis_url, sim.base_url, concurrency=4, beat=True,
                       env_extra=env_extra) as p:

@@ -16,18 +16,16 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from genqueue.bootstrap import Root
 from genqueue.cli.stack import Stack
-from genqueue.core.crypto import load_cipher
 from genqueue.core.settings import Settings, load_settings
 from genqueue.intake import Intake, JobRequest
-from genqueue.models.db import make_engine, make_session_factory
 from genqueue.models.migrate import upgrade
+from genqueue.models.status import TERMINAL_NAMES as TERMINAL
 from genqueue.models.tables import Job
-from genqueue.worker.celery_app import make_celery
 from genqueue.worker.enqueue import Enqueuer
 
 VERSION = "jigsawstack/image-generation:43d5bce2e1c97fa1e7d8996187a85cd5c882787989091af3b135c7a16ca23b79"
-TERMINAL = ("succeeded", "failed", "canceled")
 FAKE_API_KEY = "sk_test_fake_not_a_real_key"
 
 
@@ -108,8 +106,7 @@ def pipeline(tmp: Path, db_url: str, redis_url: str, sim_url: str, *, concurrenc
         GENQUEUE_DATA_DIR=str(tmp / "data"), DATABASE_URL=db_url, REDIS_URL=redis_url,
         STORAGE_URL=f"file://{tmp}/outputs", REPLICATE_BASE_URL=f"{sim_url}/v1",
         REPLICATE_API_TOKEN="r8_sim_fake_token", OUTPUT_ALLOWED_HOSTS="127.0.0.1", OUTPUT_ALLOW_PRIVATE="true",
-        GENQUEUE_POLL_INITIAL_DELAY="0.3", GENQUEUE_POLL_MAX_DELAY="2", GENQUEUE_LOG_LEVEL="INFO",
-        GENQUEUE_EMBEDDED_REDIS="false",
+        GENQUEUE_LOG_LEVEL="INFO",
     )
     env.update(env_extra or {})
     saved = dict(os.environ)
@@ -119,14 +116,8 @@ def pipeline(tmp: Path, db_url: str, redis_url: str, sim_url: str, *, concurrenc
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    engine = make_engine(settings.effective_database_url)
-    upgrade(engine)
-    sessions = make_session_factory(engine)
-    celery = make_celery(settings)
-    enqueuer = Enqueuer(celery)
-    secret = settings.secrets_key.get_secret_value() if settings.secrets_key else None
-    intake = Intake(sessions, load_cipher(secret, settings.data_dir), settings.secret_field_names, enqueuer,
-                    settings.job_deadline_seconds)
+    root = Root(settings)  # the producer side, wired as the API wires it
+    upgrade(root.engine)
     with Stack(env, tmp / "logs") as stack:
         stack.add("worker", "worker", "--concurrency", str(concurrency), "--pool", pool)
         if beat:
@@ -135,7 +126,7 @@ def pipeline(tmp: Path, db_url: str, redis_url: str, sim_url: str, *, concurrenc
             stack.add("api", "api", "--port", str(api_port))
             _wait_http(f"http://127.0.0.1:{api_port}/healthz")
         try:
-            yield Pipeline(env, settings, sessions, intake, enqueuer, sim_url, stack)
+            yield Pipeline(env, settings, root.sessions, root.intake, root.enqueuer, sim_url, stack)
         finally:
-            celery.close()
-    engine.dispose()
+            root.celery.close()
+    root.close()

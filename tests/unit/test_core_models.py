@@ -56,8 +56,8 @@ def test_settings_defaults_and_errors(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.delenv("REPLICATE_BASE_URL")
     monkeypatch.setenv("DATABASE_URL", "postgresql://u@h/db")
     assert load_settings(_env_file=None).database_url == "postgresql+psycopg://u@h/db"
-    monkeypatch.setenv("GENQUEUE_POLL_INITIAL_DELAY", "soon")
-    with pytest.raises(ConfigError, match="GENQUEUE_POLL_INITIAL_DELAY"):
+    monkeypatch.setenv("GENQUEUE_JOB_DEADLINE", "soon")
+    with pytest.raises(ConfigError, match="GENQUEUE_JOB_DEADLINE"):
         load_settings(_env_file=None)
 
 
@@ -105,3 +105,17 @@ def test_job_request_needs_exactly_one_target() -> None:
     with pytest.raises(ValueError, match="latest"):
         JobRequest(input={}, version="a/b:latest")
     assert JobRequest(input={}, version="a/b:" + "0" * 64).model_name == "a/b"
+
+
+def test_a_removed_setting_still_set_gets_one_warning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("GENQUEUE_POLL_BY_PAGE", "true")
+    env_file = tmp_path / ".env"
+    env_file.write_text("GENQUEUE_STUCK_AFTER=10\n")
+    with caplog.at_level("WARNING", logger="genqueue.core.settings"):
+        s = load_settings(_env_file=env_file)
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2, warned
+    assert warned[0].startswith("GENQUEUE_POLL_BY_PAGE is set but no longer read: list-page refreshing was removed")
+    assert warned[1].startswith("GENQUEUE_STUCK_AFTER is set but no longer read: a step 30 s overdue")
+    assert not hasattr(s, "poll_by_page") and not hasattr(s, "stuck_after")

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from genqueue.models.status import PREDICTION_STATUSES, PREDICTION_TERMINAL
 from genqueue.worker.replicate.errors import PermanentError
 
-TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "aborted"})
-KNOWN_STATUSES: frozenset[str] = TERMINAL_STATUSES | {"starting", "processing"}
+# Replicate's statuses are defined once, with the job status machine that maps them.
+TERMINAL_STATUSES: frozenset[str] = PREDICTION_TERMINAL
+KNOWN_STATUSES: frozenset[str] = frozenset(PREDICTION_STATUSES)
 
 
 def input_digest(input: Any) -> str:

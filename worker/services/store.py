@@ -1,4 +1,4 @@
-"""Copy a succeeded prediction's outputs into object storage, streaming, one output at a time.
+"""The store step: copy a succeeded prediction's outputs into object storage, streaming, one at a time.
 
 Keys derive from the job id and output index, and an output already recorded is skipped, so running
 this twice (a redelivery, the sweeper) neither duplicates nor corrupts anything.
@@ -6,43 +6,93 @@ this twice (a redelivery, the sweeper) neither duplicates nor corrupts anything.
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Collection
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from genqueue.models.base import utcnow
-from genqueue.models.jobs import finish_timings, transition
-from genqueue.models.status import ErrorCode, JobStatus
-from genqueue.models.tables import Job, JobOutput
+from genqueue.models.tables import JobOutput
 from genqueue.storage import StorageError, StoredObject, output_key
+from genqueue.worker.context import WorkerContext
 from genqueue.worker.fetch import OutputExpired, OutputRefused, OutputTransient, open_output
+from genqueue.worker.lifecycle import store as rules
+from genqueue.worker.lifecycle.decision import NOTHING, Decision, Next, retry_delay
+from genqueue.worker.lifecycle.snapshot import JobSnapshot
 from genqueue.worker.replicate import PermanentError, TransientError
-from genqueue.worker.runtime import WorkerContext
-from genqueue.worker.services.outcomes import DONE, Next, RetryLater, backoff
-from genqueue.worker.services.submit import fail
-
-log = logging.getLogger(__name__)
-
-# Replicate deletes API predictions' files an hour after completion; past that, retrying is pointless.
-RETENTION_SECONDS = 3600.0
+from genqueue.worker.services.writes import commit, effects, write, write_returning
 
 
-def _past_retention(job: Job) -> bool:
-    return job.completed_at is not None and (utcnow() - job.completed_at).total_seconds() > RETENTION_SECONDS
-
-
-def _undo_delivery(ctx: WorkerContext, job_id: str) -> None:
-    """A transient failure is not a crash: take back this attempt from the crash counter."""
+def store(ctx: WorkerContext, job_id: str) -> Next:
+    """The store step as a message runs it: count the delivery and reload the job in one UPDATE ...
+    RETURNING, and resume where a previous run stopped. The recorded outputs are read only for a job
+    with several (the last output is recorded with the success, so a one-output job still storing has
+    none): with webhooks this step runs once per prediction, so round trips count."""
     with ctx.sessions.begin() as session:
-        session.execute(update(Job).where(Job.id == job_id, Job.deliveries > 0)
-                        .values(deliveries=Job.deliveries - 1))
+        job = write_returning(session, job_id, rules.begin())
+        if job is None:
+            return NOTHING
+        done: set[int] = set()
+        if len(job.output_refs or []) > 1:
+            done = set(session.scalars(select(JobOutput.index).where(JobOutput.job_id == job_id)))
+    poisoned = rules.poisoned(job, utcnow())
+    if poisoned is not None:
+        return commit(ctx, job, poisoned)
+    return copy_outputs(ctx, job, done)
 
 
-def _really_expired(ctx: WorkerContext, job: Job) -> bool:
+def copy_outputs(ctx: WorkerContext, job: JobSnapshot, done: Collection[int] = ()) -> Next:
+    """Copy every output not in `done`, then mark the job succeeded. Called inline right after the
+    prediction was seen succeeding (the snapshot then is the job as that step wrote it), or by
+    `store` after a reload."""
+    refs = job.output_refs or []
+    last: JobOutput | None = None  # the last output is recorded with the success, in one commit
+    for index, ref in enumerate(refs):
+        if index in done:
+            continue
+        obj = _copy_one(ctx, job, index, ref)
+        if isinstance(obj, Decision):
+            return commit(ctx, job, obj)
+        row = JobOutput(job_id=job.id, index=index, content_type=obj.content_type, size=obj.size,
+                        sha256=obj.sha256, storage_key=obj.key, storage_uri=obj.uri)
+        if index == len(refs) - 1:
+            last = row
+            continue
+        try:
+            with ctx.sessions.begin() as session:
+                session.add(row)
+        except IntegrityError:
+            pass  # a concurrent run recorded the same output (same key, same bytes)
+    decision = rules.stored(job, utcnow())
+    try:
+        written = _succeed(ctx, job, decision, last)
+    except IntegrityError:
+        written = _succeed(ctx, job, decision, None)  # a concurrent run recorded that output already
+    return effects(ctx, job, decision) if written else NOTHING
+
+
+def _copy_one(ctx: WorkerContext, job: JobSnapshot, index: int, ref: str) -> StoredObject | Decision:
+    s = ctx.settings
+    try:
+        with open_output(ref, http=ctx.downloads, allowed_hosts=s.allowed_hosts,
+                         allow_private=s.output_allow_private, max_bytes=s.output_max_bytes) as src:
+            key = output_key(job.id, index, src.content_type)
+            return ctx.storage.put_stream(key, src.chunks, src.content_type)
+    except OutputExpired as exc:
+        return rules.copy_failed(job, rules.CopyFailure.EXPIRED, str(exc), utcnow(),
+                                 removed=_removed(ctx, job), delay=retry_delay())
+    except OutputRefused as exc:
+        return rules.copy_failed(job, rules.CopyFailure.REFUSED, f"{exc.code}: {exc}", utcnow(), removed=False,
+                                 delay=0)
+    except (OutputTransient, StorageError) as exc:
+        return rules.copy_failed(job, rules.CopyFailure.TRANSIENT, f"output {index}: {type(exc).__name__}: {exc}",
+                                 utcnow(), removed=False, delay=retry_delay())
+
+
+def _removed(ctx: WorkerContext, job: JobSnapshot) -> bool:
     """A 404/403 on an output means expiry only if Replicate says the data was removed; a file that
-    is merely not there yet (CDN lag) is retried, bounded by the job's delivery counter."""
-    if not job.prediction_get_url or _past_retention(job):
+    is merely not there yet (CDN lag) is retried, until Replicate's retention has surely passed."""
+    if not job.prediction_get_url or rules.past_retention(job, utcnow()):
         return True
     try:
         p = ctx.replicate.get(job.prediction_get_url)
@@ -51,89 +101,9 @@ def _really_expired(ctx: WorkerContext, job: Job) -> bool:
     return p.data_removed or p.output is None
 
 
-def store(ctx: WorkerContext, job_id: str) -> Next:
-    """The store step as a message runs it: reload the job and resume where a previous run stopped.
-
-    The reload and the delivery count are one UPDATE ... RETURNING, and the recorded outputs are read
-    only for a job with several (the last output is recorded with the success, so a one-output job
-    still storing has none): with webhooks this step runs once per prediction, so round trips count."""
-    with ctx.sessions.begin() as session:
-        job = session.scalars(
-            update(Job).where(Job.id == job_id, Job.status == JobStatus.STORING.value)
-            .values(deliveries=Job.deliveries + 1).returning(Job)
-            .execution_options(synchronize_session=False)
-        ).one_or_none()
-        if job is None:
-            return DONE
-        done: set[int] = set()
-        if len(job.output_refs or []) > 1:
-            done = set(session.scalars(select(JobOutput.index).where(JobOutput.job_id == job_id)))
-    if job.deliveries > ctx.settings.max_deliveries:  # this run is counted already
-        with ctx.sessions.begin() as session:
-            return fail(session, job, JobStatus.STORING, ErrorCode.POISON, "gave up after repeated storage attempts")
-    return copy_outputs(ctx, job, done)
-
-
-def copy_outputs(ctx: WorkerContext, job: Job, done: set[int]) -> Next:
-    """Copy every output not in `done`, then mark the job succeeded. Called inline right after the
-    prediction was seen succeeding (the job in memory is current), or by `store` after a reload."""
-    refs = job.output_refs or []
-    pending: JobOutput | None = None  # the last output is recorded with the success, in one commit
-    for index, ref in enumerate(refs):
-        if index in done:
-            continue
-        obj = _copy_one(ctx, job, index, ref)
-        if isinstance(obj, Next):
-            return obj
-        row = JobOutput(job_id=job.id, index=index, content_type=obj.content_type, size=obj.size,
-                        sha256=obj.sha256, storage_key=obj.key, storage_uri=obj.uri)
-        if index == len(refs) - 1:
-            pending = row
-            continue
-        try:
-            with ctx.sessions.begin() as session:
-                session.add(row)
-        except IntegrityError:
-            pass  # a concurrent run recorded the same output (same key, same bytes)
-    try:
-        _succeed(ctx, job, pending)
-    except IntegrityError:
-        _succeed(ctx, job, None)  # a concurrent run recorded that output already
-    return DONE
-
-
-def _copy_one(ctx: WorkerContext, job: Job, index: int, ref: str) -> StoredObject | Next:
-    s = ctx.settings
-    try:
-        with open_output(ref, http=ctx.downloads, allowed_hosts=s.allowed_hosts,
-                         allow_private=s.output_allow_private, max_bytes=s.output_max_bytes) as src:
-            key = output_key(job.id, index, src.content_type)
-            return ctx.storage.put_stream(key, src.chunks, src.content_type)
-    except OutputExpired as exc:
-        if not _really_expired(ctx, job):
-            _undo_delivery(ctx, job.id)
-            raise RetryLater(backoff(job.deliveries), f"output {index} 404 but not removed yet") from None
-        with ctx.sessions.begin() as session:
-            return fail(session, job, JobStatus.STORING, ErrorCode.OUTPUT_EXPIRED, str(exc))
-    except OutputRefused as exc:
-        with ctx.sessions.begin() as session:
-            return fail(session, job, JobStatus.STORING, ErrorCode.OUTPUT_REFUSED, f"{exc.code}: {exc}")
-    except (OutputTransient, StorageError) as exc:
-        if _past_retention(job):
-            with ctx.sessions.begin() as session:
-                return fail(session, job, JobStatus.STORING, ErrorCode.OUTPUT_EXPIRED,
-                            f"outputs could not be copied before Replicate's retention ended: {exc}")
-        _undo_delivery(ctx, job.id)
-        raise RetryLater(backoff(min(job.deliveries, 5)), f"output {index}: {type(exc).__name__}") from None
-
-
-def _succeed(ctx: WorkerContext, job: Job, last: JobOutput | None) -> None:
-    now = utcnow()
+def _succeed(ctx: WorkerContext, job: JobSnapshot, decision: Decision, last: JobOutput | None) -> bool:
     with ctx.sessions.begin() as session:
         if last is not None:
             session.add(last)
             session.flush()
-        if transition(session, job.id, JobStatus.STORING, JobStatus.SUCCEEDED, finished_at=now, next_check_at=None,
-                      deliveries=0, error_code=None, error_message=None, **finish_timings(job, now)):
-            log.info("job=%s succeeded outputs=%d e2e=%.3fs", job.id, len(job.output_refs or []),
-                     (now - job.created_at).total_seconds())
+        return write(session, job.id, decision)

@@ -1,35 +1,41 @@
-"""The sweeper (Celery beat): SQL is the truth, so anything overdue there is re-enqueued.
+"""The sweeper (Celery beat): SQL is the truth, so anything overdue there is sent again.
 
 `next_check_at` on an active job is when its next step should run. A job whose check is overdue by
-more than `stuck_after` lost its message (Redis restarted empty, a worker died, an enqueue failed):
-the sweeper sends the step again. Steps are idempotent and guarded by compare-and-set, so a
-duplicate message is harmless.
+more than STUCK_AFTER lost its message (Redis restarted empty, a worker died with it, an enqueue
+failed): the sweeper sends the step again. Steps are idempotent and guarded by compare-and-set, so a
+duplicate message is harmless. With a follow strategy that sends no poll messages (webhooks), a
+running job's safety-net poll is due as soon as its next_check_at passes, and the sweeper sends it.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import redis
 from sqlalchemy import ColumnElement, and_, or_, select, update
 
 from genqueue.models.base import utcnow
+from genqueue.models.jobs import JOBS, STUCK_AFTER
 from genqueue.models.status import JobStatus
-from genqueue.models.tables import Job
-from genqueue.worker.enqueue import QUEUE, STORE_QUEUE
-from genqueue.worker.runtime import WorkerContext
+from genqueue.worker.context import WorkerContext
+from genqueue.worker.enqueue import FOLLOW_QUEUE, QUEUE, STORE_QUEUE, TASK_FOR_STEP
+from genqueue.worker.lifecycle.decision import Step
 
 log = logging.getLogger(__name__)
 
 STEP_FOR_STATUS = {
-    JobStatus.QUEUED: "submit",
-    JobStatus.SUBMITTING: "submit",
-    JobStatus.RUNNING: "poll",
-    JobStatus.STORING: "store",
+    JobStatus.QUEUED: Step.SUBMIT,
+    JobStatus.SUBMITTING: Step.SUBMIT,
+    JobStatus.RUNNING: Step.POLL,
+    JobStatus.STORING: Step.STORE,
 }
+# Each step's messages wait in a list of their own, so a list at least as long as the overdue jobs of
+# its step means the workers are behind, not that messages were lost: re-sending them all every sweep
+# would double a long backlog.
+_QUEUE_FOR_STEP = {Step.SUBMIT: QUEUE, Step.POLL: FOLLOW_QUEUE, Step.STORE: STORE_QUEUE}
 
 
 @dataclass
@@ -41,17 +47,9 @@ class SweepReport:
         return sum(self.requeued.values())
 
 
-# Steps whose messages wait in a list of their own, so a long list means "behind", not "lost".
-_BACKLOG_QUEUES = {JobStatus.QUEUED: QUEUE, JobStatus.STORING: STORE_QUEUE}
-
-
 def _skip_backlog(ctx: WorkerContext, rows: list[Any]) -> list[Any]:
-    """Queued jobs (or finished ones waiting for their copy) overdue only because the workers are
-    behind still have their message in the broker's list: re-sending them all every sweep would
-    double a long backlog. While a list holds at least as many messages as there are overdue jobs
-    of its step, leave those alone."""
-    for status, queue in _BACKLOG_QUEUES.items():
-        overdue = sum(1 for r in rows if r.status == status)
+    for step, queue in _QUEUE_FOR_STEP.items():
+        overdue = sum(1 for r in rows if STEP_FOR_STATUS[JobStatus(r.status)] is step)
         if not overdue:
             continue
         try:
@@ -59,18 +57,15 @@ def _skip_backlog(ctx: WorkerContext, rows: list[Any]) -> list[Any]:
         except redis.RedisError:
             waiting = 0
         if waiting >= overdue:
-            rows = [r for r in rows if r.status != status]
+            rows = [r for r in rows if STEP_FOR_STATUS[JobStatus(r.status)] is not step]
     return rows
 
 
 def _due(ctx: WorkerContext, now: datetime) -> ColumnElement[bool]:
-    overdue = now - timedelta(seconds=ctx.settings.stuck_after)
-    lost = or_(Job.next_check_at < overdue, Job.next_check_at.is_(None))
-    if not ctx.settings.webhook_url:
+    lost = or_(JOBS.c.next_check_at < now - STUCK_AFTER, JOBS.c.next_check_at.is_(None))
+    if ctx.policy.follow.sends_polls:
         return lost
-    # Webhooks on: a running job has no poll message waiting (see tasks._follow); its safety-net
-    # poll is due as soon as next_check_at passes.
-    return or_(lost, and_(Job.status == JobStatus.RUNNING.value, Job.next_check_at < now))
+    return or_(lost, and_(JOBS.c.status == JobStatus.RUNNING.value, JOBS.c.next_check_at < now))
 
 
 def sweep(ctx: WorkerContext, *, batch: int = 2000) -> SweepReport:
@@ -78,37 +73,30 @@ def sweep(ctx: WorkerContext, *, batch: int = 2000) -> SweepReport:
     report = SweepReport()
     with ctx.sessions.begin() as session:
         rows = session.execute(
-            select(Job.id, Job.status)
-            .where(Job.status.in_([s.value for s in STEP_FOR_STATUS]), _due(ctx, now))
+            select(JOBS.c.id, JOBS.c.status, JOBS.c.next_check_at)
+            .where(JOBS.c.status.in_([s.value for s in STEP_FOR_STATUS]), _due(ctx, now))
             .limit(batch)
         ).all()
         rows = _skip_backlog(ctx, list(rows))
         if not rows:
             return report
         # Push the check forward first, so the next sweep doesn't re-send while these are in flight.
-        # A lost step counts as a delivery: a job whose step keeps vanishing (it kills its worker)
-        # reaches max_deliveries and is failed by that step instead of looping forever.
-        session.execute(
-            update(Job).where(Job.id.in_([r.id for r in rows]))
-            .values(next_check_at=now, deliveries=Job.deliveries + 1)
-            .execution_options(synchronize_session=False)
-        )
-        # ... but waiting in a queue is not a delivery: queued jobs don't count.
-        session.execute(
-            update(Job).where(Job.id.in_([r.id for r in rows if r.status == JobStatus.QUEUED]))
-            .values(deliveries=Job.deliveries - 1)
-            .execution_options(synchronize_session=False)
-        )
-    for job_id, status in rows:
-        step = STEP_FOR_STATUS[JobStatus(status)]
-        if step == "submit":
-            ctx.enqueuer.submit([job_id])
-        elif step == "poll":
-            ctx.enqueuer.poll(job_id)
-        else:
-            ctx.enqueuer.store(job_id)
-        report.requeued[step] = report.requeued.get(step, 0) + 1
-    # With webhooks on, safety-net polls are routine, not a sign of lost work.
-    level = logging.INFO if ctx.settings.webhook_url and set(report.requeued) == {"poll"} else logging.WARNING
-    log.log(level, "sweep re-enqueued %d overdue jobs %s", report.total, report.requeued)
+        # A lost step counts as a delivery (lifecycle.decision.Deliveries): a job whose step keeps
+        # vanishing (it kills its worker) is failed by that step instead of looping forever. Waiting in
+        # a queue is not a delivery: queued jobs don't count, nor do routine safety-net polls.
+        lost = [r.id for r in rows if r.status != JobStatus.QUEUED and _is_lost(r, now)]
+        session.execute(update(JOBS).where(JOBS.c.id.in_([r.id for r in rows])).values(next_check_at=now))
+        if lost:
+            session.execute(update(JOBS).where(JOBS.c.id.in_(lost)).values(deliveries=JOBS.c.deliveries + 1))
+    for row in rows:
+        step = STEP_FOR_STATUS[JobStatus(row.status)]
+        ctx.enqueuer.send(TASK_FOR_STEP[step], [row.id])
+        report.requeued[step.value] = report.requeued.get(step.value, 0) + 1
+    level = logging.WARNING if lost else logging.INFO
+    log.log(level, "sweep re-sent %d overdue steps %s (%d lost)", report.total, report.requeued, len(lost))
     return report
+
+
+def _is_lost(row: Any, now: datetime) -> bool:
+    return row.next_check_at is None or row.next_check_at < now - STUCK_AFTER
+

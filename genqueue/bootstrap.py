@@ -1,0 +1,146 @@
+"""The composition root: the one place that turns settings into engines, clients and services.
+
+Every process kind builds one `Root` from its settings: the API (`asgi_app`, `genqueue api`), each
+Celery worker process (in `worker_process_init`, see `genqueue.worker.celery_app`), the CLI commands
+and the tests. A piece is built the first time it is asked for and then shared, so storage, intake
+and the cipher exist once per process, and a process builds only what it uses (the API never makes
+a Replicate client, `genqueue keys` never touches Redis). Tests pass fakes for any piece.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from genqueue.core.settings import Settings
+
+if TYPE_CHECKING:
+    import redis
+    from celery import Celery
+    from cryptography.fernet import MultiFernet
+    from fastapi import FastAPI
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from genqueue.intake import Intake
+    from genqueue.storage import Storage
+    from genqueue.worker.context import WorkerContext
+    from genqueue.worker.enqueue import Enqueuer
+
+
+class Root:
+    """Per-process wiring. `db_pool_size`: SQL connections kept open (a worker sizes it to its pool);
+    `overrides`: ready-made pieces by attribute name (`enqueuer=`, `storage=`, `sessions=`, ...)."""
+
+    def __init__(self, settings: Settings, *, db_pool_size: int | None = None, **overrides: Any) -> None:
+        self.settings = settings
+        self._db_pool_size = db_pool_size
+        unknown = set(overrides) - _OVERRIDABLE
+        if unknown:
+            raise TypeError(f"Root() cannot take {sorted(unknown)}")
+        # cached_property reads the instance dict first: an override is simply the cached value.
+        self.__dict__.update(overrides)
+
+    # --- SQL ------------------------------------------------------------------------------------
+    @cached_property
+    def engine(self) -> Engine:
+        from genqueue.models.db import make_engine
+
+        if self._db_pool_size is None:
+            return make_engine(self.settings.effective_database_url)
+        # A worker: a fixed set of connections and no overflow. A thread finding them all busy
+        # waits (steps hold a session for a few ms, never across an HTTP call); overflow connections
+        # are closed on return, so bursts reconnected all the time (~5% of a worker's CPU), and a
+        # pool as large as the threads made 2 x 64 connections, over PostgreSQL's default 100.
+        # No pre-ping: a step already retries on a database error, and a stale connection found that
+        # way invalidates the whole pool, so after a restart only the first step per process fails.
+        return make_engine(self.settings.effective_database_url, pool_size=self._db_pool_size, max_overflow=0,
+                           pre_ping=False)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        from genqueue.models.db import make_session_factory
+
+        return make_session_factory(self.engine)
+
+    # --- secrets, storage, Redis ------------------------------------------------------------------
+    @cached_property
+    def cipher(self) -> MultiFernet:
+        from genqueue.core.crypto import load_cipher
+
+        key = self.settings.secrets_key
+        return load_cipher(key.get_secret_value() if key else None, self.settings.data_dir)
+
+    @cached_property
+    def storage(self) -> Storage:
+        from genqueue.storage import make_storage
+
+        s = self.settings
+        return make_storage(
+            s.effective_storage_url,
+            s3_endpoint_url=s.s3_endpoint_url,
+            aws_access_key_id=s.aws_access_key_id,
+            aws_secret_access_key=s.aws_secret_access_key.get_secret_value() if s.aws_secret_access_key else None,
+            aws_region=s.aws_region,
+        )
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        import redis
+
+        return redis.Redis.from_url(self.settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+
+    # --- producing work ----------------------------------------------------------------------------
+    @cached_property
+    def celery(self) -> Celery:
+        """A producer-side Celery app (sends tasks by name; registers none)."""
+        from genqueue.worker.celery_app import make_celery
+
+        return make_celery(self.settings)
+
+    @cached_property
+    def enqueuer(self) -> Enqueuer:
+        from genqueue.worker.enqueue import Enqueuer
+
+        return Enqueuer(self.celery)
+
+    @cached_property
+    def intake(self) -> Intake:
+        from genqueue.intake import Intake
+
+        s = self.settings
+        return Intake(self.sessions, self.cipher, s.secret_field_names, self.enqueuer, s.job_deadline_seconds)
+
+    # --- process kinds -------------------------------------------------------------------------------
+    def api_app(self) -> FastAPI:
+        from genqueue.api.app import create_app
+
+        return create_app(self)
+
+    def worker_context(self, *, threads: bool = False) -> WorkerContext:
+        """`threads`: the process runs steps on threads (Prefer: wait on creates of quick models)."""
+        from genqueue.worker.context import build_context
+
+        return build_context(self, threads=threads)
+
+    def close(self) -> None:
+        """Release what was built (engine pool, Redis connections); pieces never built stay unbuilt."""
+        built = self.__dict__
+        if "engine" in built:
+            built["engine"].dispose()
+        if "redis" in built:
+            built["redis"].close()
+
+
+_OVERRIDABLE = frozenset({"engine", "sessions", "cipher", "storage", "redis", "celery", "enqueuer", "intake"})
+
+
+def asgi_app() -> FastAPI:
+    """`uvicorn genqueue.bootstrap:asgi_app --factory` (what `genqueue api --workers N` runs in each
+    process): settings from the environment, logging, then the app."""
+    from genqueue.core.logs import setup_logging
+    from genqueue.core.settings import load_settings
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    return Root(settings).api_app()

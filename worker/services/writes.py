@@ -1,0 +1,65 @@
+"""Reading a job's snapshot and writing a decision: the only place steps touch the jobs table."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from genqueue.models.base import utcnow
+from genqueue.models.jobs import JOBS, compare_and_set
+from genqueue.worker.context import WorkerContext
+from genqueue.worker.lifecycle.decision import NOTHING, Decision, Deliveries, Next
+from genqueue.worker.lifecycle.snapshot import JobSnapshot
+
+log = logging.getLogger(__name__)
+
+_SELECT = select(JOBS)  # built once; the hot path loads a job per step
+
+
+def load(session: Session, job_id: str) -> JobSnapshot | None:
+    row = session.execute(_SELECT.where(JOBS.c.id == job_id)).one_or_none()
+    return JobSnapshot.from_row(row) if row is not None else None
+
+
+def _values(d: Decision) -> dict[str, Any]:
+    values = dict(d.values)
+    if d.deliveries is Deliveries.RESET:
+        values["deliveries"] = 0
+    elif d.deliveries is Deliveries.COUNT:
+        values["deliveries"] = JOBS.c.deliveries + 1
+    values["updated_at"] = utcnow()
+    return values
+
+
+def write(session: Session, job_id: str, d: Decision) -> bool:
+    """The decision's compare-and-set, in the caller's transaction; True if it matched."""
+    return bool(compare_and_set(session, job_id, d.expect, _values(d), to=d.to, guard=d.guard))
+
+
+def write_returning(session: Session, job_id: str, d: Decision) -> JobSnapshot | None:
+    """The same, returning the job as written (None when it did not match)."""
+    row = compare_and_set(session, job_id, d.expect, _values(d), to=d.to, guard=d.guard, returning=True)
+    return JobSnapshot.from_row(row) if row is not None and not isinstance(row, bool) else None
+
+
+def commit(ctx: WorkerContext, job: JobSnapshot, d: Decision | None) -> Next:
+    """Write the decision in a transaction of its own, then its side effects: the model's observed
+    duration and one log line. Returns the follow-up, or nothing when another writer won."""
+    if d is None:
+        return NOTHING
+    with ctx.sessions.begin() as session:
+        if not write(session, job.id, d):
+            return NOTHING
+    return effects(ctx, job, d)
+
+
+def effects(ctx: WorkerContext, job: JobSnapshot, d: Decision) -> Next:
+    """What follows a decision that was written."""
+    if d.observed_duration is not None:
+        ctx.durations.observe(job.model, d.observed_duration)
+    if d.log:
+        log.info("job=%s %s", job.id, d.log)
+    return d.then
