@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
+
+from standardwebhooks import Webhook
 
 from genqueue.simulator.schema import InvalidField, _type_name
 
@@ -86,9 +87,8 @@ def secret_key(secret: str) -> bytes:
 
 
 def signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    """``v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``."""
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
+    """``v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``, by the spec's reference library."""
+    return Webhook(key).sign(msg_id, datetime.fromtimestamp(timestamp, UTC), body)
 
 
 def signed_headers(key: bytes, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:

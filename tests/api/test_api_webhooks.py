@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from api_helpers import SECRET, Api, MakeApi
+from standardwebhooks import Webhook
 
-from genqueue.api.webhook_auth import WebhookRejected, WebhookSecret, sign, verify
+from genqueue.api.webhook_auth import WebhookRejected, WebhookSecret, verify
 from genqueue.core.settings import Settings
 
 # The Standard Webhooks specification's own example secret (also the simulator's default): fake.
@@ -26,9 +28,10 @@ def prediction(status: str = "succeeded", **extra: Any) -> dict[str, Any]:
 
 
 def signed(body: bytes, secret: str = WHSEC, msg_id: str = "msg_1", ts: int | None = None) -> dict[str, str]:
-    stamp = str(int(time.time()) if ts is None else ts)
-    return {"webhook-id": msg_id, "webhook-timestamp": stamp, "content-type": "application/json",
-            "webhook-signature": f"v1,{sign(secret, msg_id, stamp, body)}"}
+    stamp = int(time.time()) if ts is None else ts
+    sig = Webhook(secret).sign(msg_id, datetime.fromtimestamp(stamp, UTC), body)
+    return {"webhook-id": msg_id, "webhook-timestamp": str(stamp), "content-type": "application/json",
+            "webhook-signature": sig}
 
 
 @pytest.fixture
@@ -40,19 +43,13 @@ def post(api: Api, body: bytes, headers: dict[str, str], job: str = JOB) -> Any:
     return api.client.post(f"/v1/replicate/webhook?job={job}", content=body, headers=headers)
 
 
-def test_standard_webhooks_test_vector() -> None:
-    # The example from the Standard Webhooks specification, which Replicate follows.
-    assert sign(WHSEC, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330",
-                b'{"test": 2432232314}') == "g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
-
-
 def test_verify_rejects_tampering_age_and_missing_headers() -> None:
     body = b'{"id": "a"}'
     headers = signed(body)
     verify(WHSEC, headers, body)
-    with pytest.raises(WebhookRejected, match="does not match"):
+    with pytest.raises(WebhookRejected, match="signature check failed"):
         verify(WHSEC, headers, body + b" ")
-    with pytest.raises(WebhookRejected, match="5 minutes"):
+    with pytest.raises(WebhookRejected, match="too old"):
         verify(WHSEC, signed(body, ts=int(time.time()) - 600), body)
     with pytest.raises(WebhookRejected, match="missing"):
         verify(WHSEC, {k: v for k, v in headers.items() if k != "webhook-signature"}, body)
