@@ -9,7 +9,6 @@ from celery.signals import worker_init, worker_process_init
 
 from genqueue.core.settings import Settings
 from genqueue.worker.enqueue import FOLLOW_QUEUE, QUEUE
-from genqueue.worker.redis_broker import TRANSPORT
 
 if TYPE_CHECKING:
     from genqueue.worker.context import WorkerContext
@@ -32,9 +31,6 @@ def make_celery(settings: Settings) -> Celery:
 
 def configure(app: Celery, settings: Settings) -> None:
     app.conf.update(
-        # kombu's Redis transport with one client per channel; plain redis:// only (rediss:// and
-        # sentinel:// keep kombu's own, which sets up their TLS and discovery from the scheme).
-        broker_transport=TRANSPORT if settings.redis_url.startswith("redis://") else None,
         task_serializer="json",
         accept_content=["json"],
         result_backend=None,

@@ -22,8 +22,7 @@ from genqueue.worker.durations import Durations
 from genqueue.worker.lifecycle.policy import FollowStrategy, Policy, Polling, Webhooks
 from genqueue.worker.ratelimit import CircuitBreaker, RateLimiter
 from genqueue.worker.replicate import ReplicateClient, make_http_client
-from genqueue.worker.stdlib_http import StdlibTransport
-from genqueue.worker.transport import CookielessClient
+from genqueue.worker.transport import CookielessClient, make_transport
 
 if TYPE_CHECKING:
     import redis
@@ -94,14 +93,14 @@ def build_context(parts: WorkerParts, *, threads: bool = False) -> WorkerContext
     recorder = metrics.Recorder(parts.redis)
     atexit.register(recorder.flush)  # a clean exit writes the last second of counts
     http = make_http_client(base_url=settings.replicate_base_url, token=settings.token(), timeout=REPLICATE_TIMEOUT,
-                            transport=StdlibTransport())
+                            transport=make_transport())
     return WorkerContext(
         settings=settings,
         policy=make_policy(settings, threads=threads),
         sessions=parts.sessions,
         replicate=ReplicateClient(http, settings.replicate_base_url, on_response=recorder.replicate_response),
         downloads=CookielessClient(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False,
-                                   transport=StdlibTransport()),
+                                   transport=make_transport()),
         storage=parts.storage,
         limiter=RateLimiter(parts.redis, create_per_min=settings.create_rate_per_min,
                             read_per_min=settings.read_rate_per_min),

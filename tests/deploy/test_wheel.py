@@ -5,6 +5,7 @@ other than `genqueue` landing in site-packages."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -30,8 +31,13 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None,
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
+    # From a copy, so setuptools' build/ folder never lands in the checkout (where ruff, mypy and
+    # pytest would see a second copy of the code).
+    src = tmp_path_factory.mktemp("src") / "genqueue"
+    shutil.copytree(REPO, src, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".genqueue", "data", ".*_cache"))
     # Built in isolation from PyPI's setuptools, as `pip install .` or a release build would.
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)], cwd=out)
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)], cwd=out)
     [built] = out.glob("genqueue-*.whl")
     return built
 

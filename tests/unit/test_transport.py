@@ -1,6 +1,6 @@
-"""The worker's HTTP plumbing over real loopback HTTP: StdlibTransport (keep-alive per thread, stale
-connections noticed, chunked and streamed bodies, failures mapped to httpx's types with the meaning the
-create path relies on) and CookielessClient (Set-Cookie answers are not kept)."""
+"""The worker's HTTP plumbing over real loopback HTTP: httpx's transport as the worker configures it
+(keep-alive shared by threads, stale connections noticed, chunked and streamed bodies, failures with the
+meaning the create path relies on) and CookielessClient (Set-Cookie answers are not kept)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from genqueue.worker.stdlib_http import StdlibTransport
-from genqueue.worker.transport import CookielessClient
+from genqueue.worker.transport import CookielessClient, make_transport
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -84,11 +83,11 @@ def server() -> Iterator[tuple[str, ThreadingHTTPServer]]:
 
 
 def client(base: str, **kw: object) -> httpx.Client:
-    return CookielessClient(base_url=base, transport=StdlibTransport(), headers={"Authorization": "Bearer fake"},
+    return CookielessClient(base_url=base, transport=make_transport(), headers={"Authorization": "Bearer fake"},
                             timeout=httpx.Timeout(5.0, connect=2.0), **kw)
 
 
-def test_requests_and_keep_alive_per_thread(server: tuple[str, ThreadingHTTPServer]) -> None:
+def test_requests_and_keep_alive_shared_by_threads(server: tuple[str, ThreadingHTTPServer]) -> None:
     base, _ = server
     with client(base) as c:
         for i in range(5):
@@ -105,7 +104,7 @@ def test_requests_and_keep_alive_per_thread(server: tuple[str, ThreadingHTTPServ
             t.start()
         for t in threads:
             t.join()
-        assert len(Handler.connections) == 4  # one more per thread
+        assert 2 <= len(Handler.connections) <= 4  # at most one more per concurrent thread
 
 
 def test_chunked_streamed_and_closed_bodies(server: tuple[str, ThreadingHTTPServer]) -> None:
@@ -193,10 +192,10 @@ def test_https_is_verified(tmp_path: Path) -> None:
     base = f"https://127.0.0.1:{srv.server_address[1]}"
     try:
         trusting = ssl.create_default_context(cafile=str(cert))
-        with CookielessClient(base_url=base, transport=StdlibTransport(ssl_context=trusting)) as c:
+        with CookielessClient(base_url=base, transport=make_transport(verify=trusting)) as c:
             assert c.get("/tls").json()["path"] == "/tls"
             assert c.get("/tls2").json()["path"] == "/tls2"
-        with CookielessClient(base_url=base, transport=StdlibTransport()) as c, pytest.raises(httpx.ConnectError):
+        with CookielessClient(base_url=base, transport=make_transport()) as c, pytest.raises(httpx.ConnectError):
             c.get("/untrusted")  # the default context (httpx's: certifi) refuses a self-signed certificate
     finally:
         srv.shutdown()
