@@ -64,7 +64,11 @@ class RateLimiter:
 
 
 class CircuitBreaker:
-    """Pauses creates after repeated 5xx from Replicate; polls go on (they are cheap and safe)."""
+    """Pauses creates after repeated 5xx from Replicate; polls go on (they are cheap and safe).
+
+    Home-made on purpose: the state must be shared by every worker of the fleet (one 5xx streak seen
+    by 2 hosts x 64 threads is one outage): two Redis keys, written when a create fails and cleared
+    at most once a second per process on success. The chaos suite's 5xx faults (docs/RELIABILITY.md) test it."""
 
     def __init__(self, client: redis.Redis, *, threshold: int = 5, window: float = 30.0, open_for: float = 15.0,
                  prefix: str = "gq:cb") -> None:

@@ -70,6 +70,8 @@ def _reconcile(ctx: WorkerContext, job: JobSnapshot, payload: dict[str, Any]) ->
     if found is None:
         log.info("job=%s no prediction found for an unanswered create", job.id)
         return None
+    # The chaos suite counts this line: every lost create answer must end adopted, never re-created.
+    log.info("job=%s adopted prediction=%s whose create answer was lost", job.id, found.id)
     expected = ctx.durations.expected(job.model)
     return commit(ctx, job, rules.created(job, found, utcnow(), ctx.policy, expected, adopted=True))
 

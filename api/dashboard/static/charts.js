@@ -1,4 +1,7 @@
-/* Tiny inline-SVG charts for the genqueue dashboard: stacked bars, lines, a phase timeline. No deps. */
+/* Tiny inline-SVG charts for the genqueue dashboard: stacked bars, lines, a phase timeline. No deps.
+ * Why home-made: the dashboard needs three chart shapes; this file is ~8 KB unminified, served from the
+ * API's own origin under a `script-src 'self'` policy with no build step. The smallest well-kept
+ * library that draws them (uPlot) is ~50 KB minified and would still need the timeline written here. */
 (function () {
   "use strict";
   var NS = "http://www.w3.org/2000/svg";
