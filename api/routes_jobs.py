@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,7 +15,15 @@ from genqueue.api.deps import JobEnqueuer, get_enqueuer, get_intake, get_session
 from genqueue.api.errors import ApiError, ErrorResponse
 from genqueue.api.pagination import decode_cursor, encode_cursor
 from genqueue.api.queries import list_jobs, visible_job, visible_jobs
-from genqueue.api.views import JobBatchView, JobPage, JobView, OutputUrl, accepted_view, job_view
+from genqueue.api.views import (
+    LIST_INPUT_MAX_BYTES,
+    JobBatchView,
+    JobPage,
+    JobView,
+    OutputUrl,
+    accepted_view,
+    job_view,
+)
 from genqueue.intake import Intake, JobRequest
 from genqueue.intake.service import MAX_BATCH
 from genqueue.models.base import utcnow
@@ -109,12 +117,16 @@ def get_jobs(
     model: Annotated[str | None, Query(max_length=200, description='Only this "owner/name"')] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=500, description="`next_cursor` of the previous page")] = None,
+    include: Annotated[list[Literal["input"]] | None, Query(
+        description=f"`input`: carry every job's (masked) input; else inputs over {LIST_INPUT_MAX_BYTES} "
+                    "bytes are left out to keep pages small")] = None,
 ) -> JobPage:
     after = decode_cursor(cursor) if cursor else None
     rows, more = list_jobs(session, principal, limit=limit, status=status, model=model, after=after)
+    input_limit = None if "input" in (include or []) else LIST_INPUT_MAX_BYTES
     url = output_url(request)
     next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
-    return JobPage(jobs=[job_view(j, url) for j in rows], next_cursor=next_cursor)
+    return JobPage(jobs=[job_view(j, url, input_limit=input_limit) for j in rows], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", responses=_errors(401, 404, 429), summary="Get a job")

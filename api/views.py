@@ -12,10 +12,15 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from genqueue.core.crypto import masked_input
+from genqueue.intake.jsoncheck import larger_than
 from genqueue.intake.service import AcceptedJob
 from genqueue.models.tables import Job
 
 OutputUrl = Callable[[str, int], str]
+
+# A list page carries inputs up to this size (compact JSON) each: a page of 200 inputs at the input cap
+# would weigh 50 MB. The single-job view, and the list with `include=input`, carry every input.
+LIST_INPUT_MAX_BYTES = 4096
 
 
 class Metrics(BaseModel):
@@ -48,7 +53,11 @@ class JobView(BaseModel):
     model: str | None
     version: str | None
     deployment: str | None
-    input: dict[str, Any] = Field(description='The input; secret fields are shown as "***"')
+    input: dict[str, Any] | None = Field(
+        description='The input; secret fields (at any depth) are shown as "***". `GET /v1/jobs` leaves out '
+                    f'(null, `input_omitted`) inputs over {LIST_INPUT_MAX_BYTES} bytes unless `include=input`'
+    )
+    input_omitted: bool = Field(False, description="The input was left out of this list page (see `input`)")
     prediction_id: str | None
     prediction_status: str | None
     metrics: Metrics
@@ -72,14 +81,18 @@ class JobPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page; null at the end")
 
 
-def job_view(job: Job, output_url: OutputUrl) -> JobView:
+def job_view(job: Job, output_url: OutputUrl, *, input_limit: int | None = None) -> JobView:
+    """`input_limit`: leave out an input larger than this many bytes (list pages)."""
+    public = job.input_public or {}
+    omitted = input_limit is not None and larger_than(public, input_limit)
     return JobView(
         id=job.id,
         status=job.status,
         model=job.model,
         version=job.version,
         deployment=job.deployment,
-        input=masked_input(job.input_public or {}, list(job.secret_names or [])),
+        input=None if omitted else masked_input(public, list(job.secret_names or [])),
+        input_omitted=omitted,
         prediction_id=job.prediction_id,
         prediction_status=job.prediction_status,
         metrics=Metrics(

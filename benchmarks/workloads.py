@@ -209,11 +209,10 @@ def workload4(opts: Options) -> dict[str, Any]:
     threads = opts.baseline_threads
     with Harness(opts, "w4", with_db=False) as h:
         h.start_simulator(W1_PREDICT, W1_START, **RAISED_SIM)
-        script = Path(__file__).with_name("baseline.py")
         _log(f"w4: baseline, {n} jobs on ThreadPoolExecutor({threads})")
-        proc = subprocess.run([sys.executable, str(script), "--sim-url", h.sim_url, "--jobs", str(n),
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.baseline", "--sim-url", h.sim_url, "--jobs", str(n),
                                "--threads", str(threads)], capture_output=True, text=True,
-                              timeout=600 + n * 2)
+                              timeout=600 + n * 2, cwd=Path(__file__).resolve().parents[1])
         if proc.returncode != 0:
             raise RuntimeError(f"baseline failed: {proc.stderr[-3000:]}")
         res = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     secret_fields: str = Field("api_key", validation_alias=_alias("GENQUEUE_SECRET_FIELDS"))
     api_rate_per_min: int = Field(6000, gt=0, validation_alias=_alias("GENQUEUE_API_RATE_PER_MIN"))
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, validation_alias=_alias("GENQUEUE_MAX_BODY_BYTES"))
+    # One job's input as compact JSON; larger is refused (413) so no single job weighs on every read.
+    max_input_bytes: int = Field(256 * 1024, gt=0, validation_alias=_alias("GENQUEUE_MAX_INPUT_BYTES"))
 
     # --- ops ---------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

@@ -109,7 +109,8 @@ class Root:
         from genqueue.intake import Intake
 
         s = self.settings
-        return Intake(self.sessions, self.cipher, s.secret_field_names, self.enqueuer, s.job_deadline_seconds)
+        return Intake(self.sessions, self.cipher, s.secret_field_names, self.enqueuer, s.job_deadline_seconds,
+                      max_input_bytes=s.max_input_bytes)
 
     # --- process kinds -------------------------------------------------------------------------------
     def api_app(self) -> FastAPI:

@@ -25,8 +25,10 @@ from sqlalchemy import Connection, Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from genqueue.core.crypto import encrypt_secrets, split_input
+from genqueue.core.crypto import SecretPath, Split, encrypt_secrets, masked_input, secret_strings, split_secrets
+from genqueue.core.logs import register_secrets
 from genqueue.intake.errors import FieldError, IntakeError
+from genqueue.intake.jsoncheck import DEFAULT_MAX_INPUT_BYTES, json_problems, larger_than
 from genqueue.intake.requests import JobRequest
 from genqueue.intake.schemas import validator_for
 from genqueue.models.base import utcnow
@@ -57,7 +59,7 @@ class AcceptedJob:
     version: str | None
     deployment: str | None
     input_public: dict[str, Any]
-    secret_names: list[str]
+    secret_names: list[SecretPath]
     created_at: datetime
     deadline_at: datetime | None
 
@@ -75,24 +77,57 @@ class AcceptedJob:
 _ACCEPTED_FIELDS = tuple(f.name for f in dataclasses.fields(AcceptedJob))
 
 
-def request_hash(requests: Sequence[JobRequest]) -> str:
-    body = [r.model_dump(mode="json", exclude_none=True) for r in requests]
+def _hashed_body(requests: Sequence[JobRequest], splits: Sequence[Split]) -> list[dict[str, Any]]:
+    # Each secret value is replaced by the mask at its place: where secrets were stays part of the
+    # request, what they were does not (see `request_hash`).
+    return [{**r.model_dump(mode="json", exclude_none=True, exclude={"input"}),
+             "input": masked_input(s.public, s.paths)} for r, s in zip(requests, splits, strict=True)]
+
+
+def request_hash(requests: Sequence[JobRequest], secret_fields: frozenset[str],
+                 splits: Sequence[Split] | None = None) -> str:
+    """The idempotency digest: sha256 over the body with every secret value masked.
+
+    Stored in the clear, a digest over the plaintext secret would let anyone with a database dump
+    confirm a guessed secret offline; over the masked body it says nothing the public input does not.
+    So two bodies that differ only in a secret value are the same request: an Idempotency-Key replay
+    with another api_key returns the job made first (with the first key). The key is scoped to the
+    caller's genqueue API key, so only the same caller can replay, and telling secrets apart would
+    need a secret-derived value at rest, which is what this avoids."""
+    if splits is None:
+        splits = [split_secrets(r.input, secret_fields) for r in requests]
+    body = _hashed_body(requests, splits)
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def validate(requests: Sequence[JobRequest], *, batch: bool) -> None:
+def _input_errors(req: JobRequest, prefix: str, max_input_bytes: int) -> tuple[list[FieldError], bool]:
+    """(field errors, whether the input is too large) for one job; the model's own checks run only on
+    an input that is plain, storable JSON."""
+    problems = json_problems(req.input, prefix + "input")
+    if problems:
+        return problems, False
+    if larger_than(req.input, max_input_bytes):
+        return [FieldError(prefix + "input", f"must be at most {max_input_bytes} bytes as JSON")], True
+    check = validator_for(req.model_name, req.version)
+    if check is None:
+        return [], False
+    return [FieldError(prefix + e.field, e.reason) for e in check(req.input)], False
+
+
+def validate(requests: Sequence[JobRequest], *, batch: bool, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES) -> None:
     if not requests:
         raise IntakeError(422, "validation_error", "no jobs given", [FieldError("jobs", "must not be empty")])
     if len(requests) > MAX_BATCH:
         raise IntakeError(422, "validation_error", f"at most {MAX_BATCH} jobs per batch",
                           [FieldError("jobs", f"at most {MAX_BATCH} items")])
     errors: list[FieldError] = []
+    too_large = False
     for i, req in enumerate(requests):
-        check = validator_for(req.model_name, req.version)
-        if check is None:
-            continue
-        prefix = f"jobs.{i}." if batch else ""
-        errors += [FieldError(prefix + e.field, e.reason) for e in check(req.input)]
+        found, large = _input_errors(req, f"jobs.{i}." if batch else "", max_input_bytes)
+        errors += found
+        too_large = too_large or large
+    if too_large:
+        raise IntakeError(413, "payload_too_large", "an input is too large", errors)
     if errors:
         raise IntakeError(422, "validation_error", "input validation failed", errors)
 
@@ -123,12 +158,15 @@ class Intake:
         secret_fields: frozenset[str],
         enqueue: Callable[[list[str]], None],
         default_deadline: float,
+        *,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
     ) -> None:
         self._sessions = session_factory
         self._cipher = cipher
         self._secret_fields = secret_fields
         self._enqueue = enqueue
         self._default_deadline = default_deadline
+        self._max_input_bytes = max_input_bytes
 
     def submit(
         self,
@@ -143,7 +181,7 @@ class Intake:
 
         `session`: write in this session's transaction (the API's, which already looked up the key) and
         commit it; by default intake uses a session of its own."""
-        validate(requests, batch=batch)
+        validate(requests, batch=batch, max_input_bytes=self._max_input_bytes)
         if session is None:
             with self._sessions() as own:
                 return self._submit(own, requests, api_key_id, idempotency_key, batch)
@@ -151,16 +189,20 @@ class Intake:
 
     def _submit(self, session: Session, requests: Sequence[JobRequest], api_key_id: str | None,
                 idempotency_key: str | None, batch: bool) -> tuple[list[AcceptedJob], bool]:
+        splits = [split_secrets(r.input, self._secret_fields) for r in requests]
+        # From here on the secrets are in the clear in this context: mask them in anything it logs.
+        register_secrets(s for split in splits for v in split.values for s in secret_strings(v))
         digest: str | None = None
         keys: list[str | None] = [None] * len(requests)
         if idempotency_key:
-            digest = request_hash(requests)
+            digest = request_hash(requests, self._secret_fields, splits)
             keys = [self._idem_key(idempotency_key, i, batch) for i in range(len(requests))]
             existing = self._replay(session, api_key_id, keys, digest)
             if existing is not None:
                 return existing, False
         now = utcnow()
-        rows = [self._row(r, api_key_id, key, digest, now) for r, key in zip(requests, keys, strict=True)]
+        rows = [self._row(r, api_key_id, key, digest, now, split)
+                for r, split, key in zip(requests, splits, keys, strict=True)]
         try:
             insert_rows(session.connection(), rows)
             session.commit()
@@ -201,8 +243,9 @@ class Intake:
         return [AcceptedJob.of(r) for r in sorted(rows, key=lambda r: order[r.idempotency_key])]
 
     def _row(self, req: JobRequest, api_key_id: str | None, key: str | None, digest: str | None,
-             now: datetime) -> dict[str, Any]:
-        public, secret = split_input(req.input, self._secret_fields)
+             now: datetime, split: Split | None = None) -> dict[str, Any]:
+        if split is None:
+            split = split_secrets(req.input, self._secret_fields)
         deadline = req.deadline_seconds or self._default_deadline
         return {
             "id": new_id(),
@@ -211,9 +254,9 @@ class Intake:
             "model": req.model_name,
             "version": req.version,
             "deployment": req.deployment,
-            "input_public": public,
-            "secret_names": sorted(secret),
-            "input_sealed": encrypt_secrets(self._cipher, secret),
+            "input_public": split.public,
+            "secret_names": split.paths,
+            "input_sealed": encrypt_secrets(self._cipher, split.sealed, split),
             "api_key_id": api_key_id,
             "idempotency_key": key,
             "request_hash": digest if key else None,

@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx
 
-from genqueue.worker.replicate.errors import ForbiddenURLError
+from genqueue.core.logs import registered_secrets, scrub
+from genqueue.worker.replicate.errors import ForbiddenURLError, PermanentError, ReplicateError
 from genqueue.worker.replicate.responses import decode, transport_error
 from genqueue.worker.replicate.types import Page, Prediction, parse_page, parse_prediction
 from genqueue.worker.transport import CookielessClient
@@ -65,6 +66,32 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def _scrubbed_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: _scrubbed_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed_value(v) for v in value]
+    return value
+
+
+def scrub_error(exc: ReplicateError) -> ReplicateError:
+    """`exc` with the job's secrets (those opened in this context, `core.logs`) masked in its text.
+
+    Replicate's problem+json may echo an input value ("token 'sk_...' is invalid"), and the message
+    goes on to the job's error_message (stored, shown by the API) and to logs."""
+    if not registered_secrets():
+        return exc
+    exc.message = scrub(exc.message)
+    exc.args = tuple(scrub(a) if isinstance(a, str) else a for a in exc.args)
+    exc.title = scrub(exc.title) if exc.title else exc.title
+    exc.detail = scrub(exc.detail) if exc.detail else exc.detail
+    if isinstance(exc, PermanentError):
+        exc.invalid_fields = [_scrubbed_value(f) for f in exc.invalid_fields]
+    return exc
+
+
 def _owner_name(value: str, what: str) -> tuple[str, str]:
     parts = value.split("/")
     if len(parts) != 2 or not all(_SLUG.match(p) for p in parts):
@@ -77,6 +104,7 @@ class ReplicateClient:
 
     ``on_response(endpoint, status_code)`` is called once per HTTP exchange (endpoint is one of
     ``create``, ``get``, ``cancel``, ``list``; status 0 when no response arrived).
+    Answers are read unencoded and up to ``max_body_bytes`` (see ``responses.MAX_BODY_BYTES``).
     """
 
     def __init__(
@@ -84,8 +112,10 @@ class ReplicateClient:
         http: httpx.Client,
         base_url: str,
         on_response: Callable[[str, int], None] | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self._http = http
+        self._max_body_bytes = max_body_bytes
         self._base_url = base_url.rstrip("/")
         base = httpx.URL(self._base_url)
         if base.scheme not in _DEFAULT_PORTS or not base.host:
@@ -273,4 +303,7 @@ class ReplicateClient:
             self._notify(endpoint, 0)
             raise transport_error(endpoint, exc) from exc
         self._notify(endpoint, response.status_code)
-        return decode(endpoint, response)
+        try:
+            return decode(endpoint, response)
+        except ReplicateError as exc:
+            raise scrub_error(exc) from None
