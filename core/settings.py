@@ -86,8 +86,6 @@ class Settings(BaseSettings):
     secret_fields: str = Field("api_key", validation_alias=_alias("GENQUEUE_SECRET_FIELDS"))
     api_rate_per_min: int = Field(6000, gt=0, validation_alias=_alias("GENQUEUE_API_RATE_PER_MIN"))
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, validation_alias=_alias("GENQUEUE_MAX_BODY_BYTES"))
-    # One job's input as compact JSON; larger is refused (413) so no single job weighs on every read.
-    max_input_bytes: int = Field(256 * 1024, gt=0, validation_alias=_alias("GENQUEUE_MAX_INPUT_BYTES"))
 
     # --- ops ---------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
@@ -149,6 +147,12 @@ class Settings(BaseSettings):
     @property
     def allowed_hosts(self) -> list[str]:
         return [h.strip().lower() for h in self.output_allowed_hosts.split(",") if h.strip()]
+
+    @property
+    def max_input_bytes(self) -> int:
+        """One job's input as compact JSON (413 above it), so no single job weighs on every read: a
+        sixteenth of a request body (256 KiB by default), so a batch body holds at least 16 full inputs."""
+        return self.max_body_bytes // 16
 
     @property
     def secret_field_names(self) -> frozenset[str]:

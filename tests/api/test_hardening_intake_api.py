@@ -67,7 +67,7 @@ def test_hardening_intake_input_size_cap(make_api: MakeApi, sqlite_url: str) -> 
     assert resp.status_code == 413, resp.text
     assert _fields(resp) == ["input"]
     assert api.count_jobs() == 0
-    small = make_api(sqlite_url, GENQUEUE_MAX_INPUT_BYTES=1000)
+    small = make_api(sqlite_url, GENQUEUE_MAX_BODY_BYTES=16000)  # inputs: a sixteenth, 1000 bytes
     resp = small.client.post("/v1/jobs", json={"model": "a/b", "input": {"x": "y" * 2000}},
                              headers=small.auth("alice"))
     assert resp.status_code == 413 and _fields(resp) == ["input"]
