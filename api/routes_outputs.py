@@ -16,6 +16,26 @@ from genqueue.models.keys import Role
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
+# Raster formats a browser only ever displays. SVG is not here: it is a document that can run script.
+_INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif"})
+# Outputs are remote content served from the API's own origin (where the dashboard keeps an ops key in
+# sessionStorage): whatever type one claims, it must not be sniffed into something else, nor run script,
+# nor load anything, nor be rendered inline unless it is a plain raster image.
+_SAFETY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "sandbox; default-src 'none'; frame-ancestors 'none'",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+def download_headers(content_type: str, index: int) -> dict[str, str]:
+    """Security headers for serving an output of ``content_type``: inline only for raster images."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    headers = dict(_SAFETY_HEADERS)
+    if media not in _INLINE_TYPES:
+        headers["Content-Disposition"] = f'attachment; filename="output-{index}"'
+    return headers
+
 
 def _not_found_errors() -> tuple[type[BaseException], ...]:
     try:
@@ -54,5 +74,7 @@ def get_job_output(
         chunks, content_type, size = storage.open(output.storage_key)
     except _not_found_errors():
         raise ApiError(404, "output_missing", "the output is recorded but missing from storage") from None
+    media_type = output.content_type or content_type
     headers["Content-Length"] = str(size)
-    return StreamingResponse(chunks, media_type=output.content_type or content_type, headers=headers)
+    headers.update(download_headers(media_type, index))
+    return StreamingResponse(chunks, media_type=media_type, headers=headers)

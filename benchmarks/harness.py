@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import redis
@@ -149,7 +150,8 @@ class Harness:
         env.update(
             GENQUEUE_DATA_DIR=str(self.tmp / "data"), DATABASE_URL=self.db_url, REDIS_URL=self.redis_url,
             STORAGE_URL=f"file://{self.tmp}/outputs", REPLICATE_BASE_URL=f"{self.sim_url or 'http://127.0.0.1:9'}/v1",
-            REPLICATE_API_TOKEN=SIM_TOKEN, OUTPUT_ALLOWED_HOSTS="127.0.0.1", OUTPUT_ALLOW_PRIVATE="true",
+            REPLICATE_API_TOKEN=SIM_TOKEN,
+            OUTPUT_ALLOWED_HOSTS=urlsplit(self.sim_url or "http://127.0.0.1:9").netloc, OUTPUT_ALLOW_PRIVATE="true",
             GENQUEUE_LOG_LEVEL="WARNING",
             GENQUEUE_CREATE_RATE_PER_MIN=str(RAISED_CREATE_PER_MIN),
             GENQUEUE_READ_RATE_PER_MIN=str(RAISED_READ_PER_MIN),

@@ -41,7 +41,7 @@ def demo_env(data_dir: str, sim_port: int, redis_url: str) -> dict[str, str]:
         REDIS_URL=redis_url,
         REPLICATE_BASE_URL=f"http://127.0.0.1:{sim_port}/v1",
         REPLICATE_API_TOKEN="r8_sim_fake_token",
-        OUTPUT_ALLOWED_HOSTS="127.0.0.1",
+        OUTPUT_ALLOWED_HOSTS=f"127.0.0.1:{sim_port}",
         OUTPUT_ALLOW_PRIVATE="true",
         GENQUEUE_LOG_LEVEL=env.get("GENQUEUE_LOG_LEVEL", "WARNING"),
     )

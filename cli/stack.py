@@ -136,7 +136,7 @@ def run_up(settings: Settings, *, host: str, port: int, concurrency: int, with_s
     if with_simulator:
         sim_port = free_port()
         env.update(REPLICATE_BASE_URL=f"http://127.0.0.1:{sim_port}/v1", REPLICATE_API_TOKEN="r8_sim_fake_token",
-                   OUTPUT_ALLOWED_HOSTS="127.0.0.1", OUTPUT_ALLOW_PRIVATE="true")
+                   OUTPUT_ALLOWED_HOSTS=f"127.0.0.1:{sim_port}", OUTPUT_ALLOW_PRIVATE="true")
         stack.add("simulator", "simulator", "--port", str(sim_port))
     stack.add("api", "api", "--host", host, "--port", str(port))
     stack.add("worker", "worker", "--concurrency", str(concurrency))

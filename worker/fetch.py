@@ -1,10 +1,23 @@
 """Streaming download of prediction outputs (``data:`` URIs and http(s) URLs) for the storage step.
 
 Outputs are URLs chosen by a remote party, so fetching them is an SSRF risk. Every hop (redirects are
-followed by hand, at most 5) must be on ``allowed_hosts``; unless ``allow_private`` is set or the host
-is listed exactly, hosts resolving to loopback/private/link-local/reserved addresses are refused.
-Refusals happen before any connection is made. (The address check and httpx's own resolution are
-separate lookups; the allow-list is the primary defence against DNS rebinding.)
+followed by hand, at most 5) must be on ``allowed_hosts``. Entries are origins: ``host:port`` allows
+that port only, a bare ``host`` (or ``*.domain``) only the scheme's default port (443/80), so
+``127.0.0.1:5001`` never opens Redis on ``127.0.0.1:6379``. Unless ``allow_private`` is set, every
+address a host resolves to must be public (``_is_public``: ``is_global`` plus the classes it misses,
+and v4 addresses embedded in v6 ones). The one exception is an IP literal entry written with the
+URL's exact host: the operator named that address itself. A listed *name* is still checked, as
+whoever controls its DNS can point it anywhere. Refusals happen before any connection is made.
+
+DNS rebinding: the host is resolved once, here; the checked address is then pinned for the connect
+(``worker.transport.pinned``; the transport from ``make_transport()``, which the worker uses,
+connects to that address instead of resolving again, while the URL, ``Host`` header, TLS SNI and
+certificate check keep the host name). A client built on another transport gets no pin.
+
+Decoding: outputs are requested with ``Accept-Encoding: identity`` and never decoded; an answer with a
+``Content-Encoding`` anyway is refused undecoded, as a few hundred gzip bytes (stacked ``gzip, gzip``)
+can inflate to gigabytes in one chunk, long before a count of decoded bytes could stop it. Outputs are
+images, already compressed, so nothing is lost.
 
 ``auth_header`` is the full ``Authorization`` value; it is sent only to the origin of the first URL,
 never to a redirect target on another origin. Any ``Authorization`` default of the injected client is
@@ -26,6 +39,7 @@ from urllib.parse import unquote_to_bytes
 import httpx
 
 from genqueue.worker.sniff import choose_type, sniff_content_type
+from genqueue.worker.transport import pinned
 
 __all__ = ["OutputError", "OutputExpired", "OutputRefused", "OutputSource", "OutputTransient", "host_allowed",
            "open_output", "sniff_content_type"]
@@ -34,6 +48,15 @@ MAX_REDIRECTS = 5
 CHUNK_SIZE = 64 * 1024
 _SNIFF_BYTES = 512
 _REDIRECTS = {301, 302, 303, 307, 308}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_IDENTITY = {"", "identity"}
+# Ranges ipaddress's is_global does not exclude (or not on every Python version): IETF protocol
+# assignments, 6to4 and Teredo (relayed: the real destination, possibly a private v4 address, is
+# embedded in the address and decided by a relay), deprecated site-local, and local-use NAT64.
+_NOT_PUBLIC = tuple(ipaddress.ip_network(n) for n in (
+    "192.0.0.0/24", "2002::/16", "2001::/32", "fec0::/10", "64:ff9b:1::/48",
+))
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known prefix: the last 32 bits are the v4 target
 
 
 class OutputError(Exception):
@@ -73,20 +96,37 @@ class OutputSource:
             closer()
 
 
-def _normalize_host(entry: str) -> str:
-    entry = entry.strip().lower().rstrip(".")
-    if entry.startswith("["):  # [v6]:port
-        return entry[1 : entry.find("]")] if "]" in entry else entry[1:]
-    if entry.count(":") == 1:  # host:port
-        entry = entry.split(":", 1)[0]
-    return entry
+def _parse_entry(entry: str) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a bare v6 literal -> (host, port or None)."""
+    entry = entry.strip().lower()
+    port: str | None = None
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+    elif entry.count(":") == 1:
+        host, port = entry.split(":", 1)
+    else:
+        host = entry
+    host = host.rstrip(".")
+    if port is None or not port.strip():
+        return host, None
+    return host, int(port) if port.strip().isdigit() else -1  # -1 matches no port: a typo allows nothing
 
 
-def host_allowed(host: str, allowed_hosts: list[str]) -> tuple[bool, bool]:
-    """(allowed, listed exactly). Entries: exact names or IP literals, or ``*.example.com``."""
-    host = _normalize_host(host)
+def host_allowed(
+    host: str, allowed_hosts: list[str], port: int | None = None, scheme: str = "https"
+) -> tuple[bool, bool]:
+    """(allowed, listed exactly) for ``host:port`` (``port`` None: the scheme's default).
+
+    Entries are exact names or IP literals, or ``*.example.com``, each with an optional ``:port``;
+    without one an entry allows only the scheme's default port."""
+    host = _parse_entry(host)[0]
+    default = _DEFAULT_PORTS.get(scheme)
+    port = default if port is None else port
     for raw in allowed_hosts:
-        entry = _normalize_host(raw)
+        entry, entry_port = _parse_entry(raw)
+        if (default if entry_port is None else entry_port) != port:
+            continue
         if entry.startswith("*."):
             if host.endswith(entry[1:]) and len(host) > len(entry) - 1:
                 return True, False
@@ -95,31 +135,59 @@ def host_allowed(host: str, allowed_hosts: list[str]) -> tuple[bool, bool]:
     return False, False
 
 
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
 def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local)
+    """Whether a connection to ``address`` can only reach the public internet."""
+    ip = _ip(address)
+    if ip is None or any(ip in net for net in _NOT_PUBLIC if net.version == ip.version):
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return _is_public(str(ip.ipv4_mapped))
+        if ip in _NAT64 or int(ip) >> 32 == 0:  # NAT64, or v4-compatible ::a.b.c.d (and ::, ::1)
+            return _is_public(str(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)))
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local or ip.is_private)
 
 
-def _check_public(host: str, port: int) -> None:
+def _resolve(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
         raise OutputTransient("output_transient", f"cannot resolve output host {host}") from exc
-    addresses = {str(info[4][0]) for info in infos}
-    if not addresses or not all(_is_public(a) for a in addresses):
-        raise OutputRefused("output_host_refused", f"output host {host} resolves to a non-public address")
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))  # resolver order, no repeats
+    if not addresses:
+        raise OutputTransient("output_transient", f"cannot resolve output host {host}")
+    return addresses
 
 
-def _check_url(url: httpx.URL, allowed_hosts: list[str], allow_private: bool) -> None:
-    if url.scheme not in ("http", "https") or not url.host:
+def _wire_host(url: httpx.URL) -> str:
+    return url.raw_host.decode("ascii")
+
+
+def _port(url: httpx.URL) -> int:
+    return url.port or _DEFAULT_PORTS[url.scheme]
+
+
+def _check_url(url: httpx.URL, allowed_hosts: list[str], allow_private: bool) -> str:
+    """Refuse ``url`` unless allowed; return the checked address to connect to."""
+    if url.scheme not in _DEFAULT_PORTS or not url.host:
         raise OutputRefused("output_host_refused", f"unsupported output URL scheme {url.scheme!r}")
-    allowed, exact = host_allowed(url.host, allowed_hosts)
+    port = _port(url)
+    allowed, exact = host_allowed(url.host, allowed_hosts, port, url.scheme)
     if not allowed:
-        raise OutputRefused("output_host_refused", f"output host {url.host} is not allowed")
-    if not (allow_private or exact):
-        _check_public(url.host, url.port or (443 if url.scheme == "https" else 80))
+        raise OutputRefused("output_host_refused", f"output host {url.host}:{port} is not allowed")
+    # The name on the wire (IDNA as httpx encodes it), which is also what the pin is matched against.
+    addresses = _resolve(_wire_host(url), port)
+    named_address = exact and _ip(url.host) is not None  # the operator listed this very address
+    if not (allow_private or named_address) and not all(_is_public(a) for a in addresses):
+        raise OutputRefused("output_host_refused", f"output host {url.host} resolves to a non-public address")
+    return addresses[0]
 
 
 def _safe(url: httpx.URL) -> str:
@@ -161,14 +229,16 @@ def _transport_failure(exc: httpx.TransportError, url: httpx.URL) -> OutputTrans
     return OutputTransient("output_transient", f"{type(exc).__name__} fetching output {_safe(url)}")
 
 
-def _send(http: httpx.Client, url: httpx.URL, auth: str | None, timeout: float) -> httpx.Response:
+def _send(http: httpx.Client, url: httpx.URL, address: str, auth: str | None, timeout: float) -> httpx.Response:
     request = http.build_request("GET", url, timeout=httpx.Timeout(timeout))
     request.headers.pop("Authorization", None)
     request.headers.pop("Cookie", None)
+    request.headers["Accept-Encoding"] = "identity"  # see the module docstring: no decoding, no bombs
     if auth is not None:
         request.headers["Authorization"] = auth
     try:
-        return http.send(request, stream=True, follow_redirects=False)
+        with pinned(_wire_host(url), _port(url), address):  # the connect happens inside send
+            return http.send(request, stream=True, follow_redirects=False)
     except httpx.TransportError as exc:
         raise _transport_failure(exc, url) from exc
 
@@ -187,9 +257,9 @@ def _open_http(
         raise OutputRefused("output_fetch_failed", "malformed output URL") from exc
     first_origin = (url.scheme, url.host, url.port)
     for _hop in range(MAX_REDIRECTS + 1):
-        _check_url(url, allowed_hosts, allow_private)
+        address = _check_url(url, allowed_hosts, allow_private)
         same_origin = (url.scheme, url.host, url.port) == first_origin
-        response = _send(http, url, auth_header if same_origin else None, timeout)
+        response = _send(http, url, address, auth_header if same_origin else None, timeout)
         if response.status_code not in _REDIRECTS:
             return response, url
         location = response.headers.get("location")
@@ -229,11 +299,21 @@ def _counted(
         response.close()
 
 
+def content_encoding_acceptable(header: str | None) -> bool:
+    """Only unencoded bodies: every listed coding must be ``identity`` (the header may be repeated)."""
+    return all(part.strip().lower() in _IDENTITY for part in (header or "").split(","))
+
+
 def _stream_response(response: httpx.Response, url: httpx.URL, max_bytes: int, deadline: float) -> OutputSource:
+    if not content_encoding_acceptable(response.headers.get("content-encoding")):
+        raise OutputRefused("output_fetch_failed",
+                            f"output {_safe(url)} came content-encoded although identity was asked for")
     length = response.headers.get("content-length")
     if length is not None and length.strip().isdigit() and int(length) > max_bytes:
         raise OutputRefused("output_too_large", f"output {_safe(url)} is larger than {max_bytes} bytes")
-    rest = response.iter_bytes()  # as received: a fixed size would wait to fill it, past the deadline
+    # As received: a fixed size would wait to fill it, past the deadline. With no Content-Encoding
+    # (checked above) httpx's decoder is the identity, so these are the bytes on the wire.
+    rest = response.iter_bytes()
     head = b""
     try:
         while len(head) < _SNIFF_BYTES:

@@ -36,6 +36,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import redis
@@ -195,7 +196,8 @@ def _env(cfg: ChaosConfig, workdir: Path, db_url: str, redis_url: str, sim_url: 
     env.update(
         GENQUEUE_DATA_DIR=str(workdir / "data"), DATABASE_URL=db_url, REDIS_URL=redis_url,
         STORAGE_URL=f"file://{workdir}/outputs", REPLICATE_BASE_URL=f"{sim_url}/v1",
-        REPLICATE_API_TOKEN="r8_sim_fake_token", OUTPUT_ALLOWED_HOSTS="127.0.0.1", OUTPUT_ALLOW_PRIVATE="true",
+        REPLICATE_API_TOKEN="r8_sim_fake_token",
+        OUTPUT_ALLOWED_HOSTS=urlsplit(sim_url).netloc, OUTPUT_ALLOW_PRIVATE="true",
         GENQUEUE_LOG_LEVEL="INFO",
     )
     env.update(cfg.env_extra)

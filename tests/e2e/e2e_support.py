@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -113,7 +114,8 @@ def live_stack(tmp: Path, db_url: str, redis_url: str, *, concurrency: int = 2,
         env = clean_env(
             DATABASE_URL=db_url, REDIS_URL=redis_url, STORAGE_URL=f"file://{tmp}/outputs",
             GENQUEUE_DATA_DIR=str(tmp / "data"), REPLICATE_BASE_URL=f"{sim.base_url}/v1",
-            REPLICATE_API_TOKEN=SIM_TOKEN, OUTPUT_ALLOWED_HOSTS="127.0.0.1", OUTPUT_ALLOW_PRIVATE="true",
+            REPLICATE_API_TOKEN=SIM_TOKEN,
+            OUTPUT_ALLOWED_HOSTS=urlsplit(sim.base_url).netloc, OUTPUT_ALLOW_PRIVATE="true",
             GENQUEUE_LOG_LEVEL="INFO",
         )
         migrated = run_cli("migrate", env=env, cwd=tmp)

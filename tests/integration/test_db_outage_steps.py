@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import select
@@ -35,7 +36,7 @@ def sim() -> Iterator[SimHandle]:
 def _ctx(tmp_path: Path, db_url: str, redis_url: str, sim: SimHandle) -> Any:  # Any: a recording enqueuer
     # A threads-pool worker's policy, with the model known to take 1.5 s: the create holds Prefer: wait.
     ctx = worker_context(tmp_path, db_url, redis_url, threads=True, REPLICATE_BASE_URL=f"{sim.base_url}/v1",
-                         OUTPUT_ALLOWED_HOSTS="127.0.0.1", OUTPUT_ALLOW_PRIVATE=True)
+                         OUTPUT_ALLOWED_HOSTS=urlsplit(sim.base_url).netloc, OUTPUT_ALLOW_PRIVATE=True)
     ctx.durations.observe("jigsawstack/image-generation", 1.5)
     assert ctx.policy.create_wait(ctx.durations.expected("jigsawstack/image-generation")) == 3
     return ctx

@@ -86,7 +86,7 @@ def test_host_not_on_allow_list_is_refused_without_contact(trap: TrapServer, htt
         err = refused(url, http, allowed_hosts=DELIVERY)
         assert err.code in ("output_host_refused", "output_fetch_failed"), (url, err.code)
     # Even with private addresses allowed, the allow-list still rules.
-    err = refused(trap.url("localhost", "/out.png"), http, allowed_hosts=["127.0.0.1"], allow_private=True)
+    err = refused(trap.url("localhost", "/out.png"), http, allowed_hosts=[f"127.0.0.1:{trap.port}"], allow_private=True)
     assert err.code == "output_host_refused"
     assert trap.hits == []
 
@@ -97,7 +97,8 @@ def test_host_not_on_allow_list_is_refused_without_contact(trap: TrapServer, htt
 def test_allowed_name_resolving_to_private_address_is_refused(address: str, trap: TrapServer, http: httpx.Client,
                                                               dns: dict[str, list[str]]) -> None:
     dns["evil.replicate.delivery"] = [address]
-    err = refused(f"http://evil.replicate.delivery:{trap.port}/out.png", http, allowed_hosts=DELIVERY)
+    err = refused(f"http://evil.replicate.delivery:{trap.port}/out.png", http,
+                  allowed_hosts=[f"*.replicate.delivery:{trap.port}"])
     assert err.code == "output_host_refused"
     assert trap.hits == []
 
@@ -105,7 +106,8 @@ def test_allowed_name_resolving_to_private_address_is_refused(address: str, trap
 def test_one_private_address_among_public_ones_is_refused(trap: TrapServer, http: httpx.Client,
                                                            dns: dict[str, list[str]]) -> None:
     dns["mixed.replicate.delivery"] = ["34.120.1.2", "127.0.0.1"]
-    assert refused(f"http://mixed.replicate.delivery:{trap.port}/x", http, allowed_hosts=DELIVERY).code == \
+    assert refused(f"http://mixed.replicate.delivery:{trap.port}/x", http,
+                   allowed_hosts=[f"*.replicate.delivery:{trap.port}"]).code == \
         "output_host_refused"
     assert trap.hits == []
 
@@ -115,8 +117,10 @@ def test_private_hosts_are_fetched_only_when_explicitly_allowed(trap: TrapServer
     """Positive controls: the same trap *is* reached when the configuration allows it, so the refusals
     above are the guard's doing, not an unreachable server."""
     dns["lo.replicate.delivery"] = ["127.0.0.1"]
-    assert fetch_all(trap.url("127.0.0.1", "/a.png"), http, allowed_hosts=["127.0.0.1"]) == ("image/png", PNG)
-    assert fetch_all(f"http://lo.replicate.delivery:{trap.port}/b.png", http, allowed_hosts=DELIVERY,
+    assert fetch_all(trap.url("127.0.0.1", "/a.png"), http,
+                     allowed_hosts=[f"127.0.0.1:{trap.port}"]) == ("image/png", PNG)
+    assert fetch_all(f"http://lo.replicate.delivery:{trap.port}/b.png", http,
+                     allowed_hosts=[f"*.replicate.delivery:{trap.port}"],
                      allow_private=True)[1] == PNG
     assert [h.path for h in trap.hits] == ["/a.png", "/b.png"]
 
@@ -134,7 +138,7 @@ def _redirect_to(target: str) -> Callable[[str], tuple[int, dict[str, str], byte
 def test_redirect_from_allowed_host_to_refused_host_is_refused(target: str, trap: TrapServer,
                                                                make_trap: Any, http: httpx.Client) -> None:
     hop = make_trap(_redirect_to(target.format(trap=trap.port)))
-    err = refused(hop.url("127.0.0.1", "/out.png"), http, allowed_hosts=["127.0.0.1"])
+    err = refused(hop.url("127.0.0.1", "/out.png"), http, allowed_hosts=[f"127.0.0.1:{hop.port}"])
     assert err.code == "output_host_refused"
     assert len(hop.hits) == 1 and trap.hits == []
 
@@ -142,7 +146,8 @@ def test_redirect_from_allowed_host_to_refused_host_is_refused(target: str, trap
 def test_redirect_within_rules_is_followed_but_auth_stays_on_first_origin(trap: TrapServer, make_trap: Any,
                                                                           http: httpx.Client) -> None:
     hop = make_trap(_redirect_to(trap.url("127.0.0.1", "/final.png?sig=abc")))
-    got = fetch_all(hop.url("127.0.0.1", "/out.png"), http, allowed_hosts=["127.0.0.1"],
+    got = fetch_all(hop.url("127.0.0.1", "/out.png"), http,
+                    allowed_hosts=[f"127.0.0.1:{hop.port}", f"127.0.0.1:{trap.port}"],
                     auth_header="Bearer r8_must_not_travel")
     assert got == ("image/png", PNG)
     assert hop.hits[0].headers.get("authorization") == "Bearer r8_must_not_travel"
@@ -152,7 +157,8 @@ def test_redirect_within_rules_is_followed_but_auth_stays_on_first_origin(trap: 
 
 def test_redirect_chain_is_capped(make_trap: Any, http: httpx.Client) -> None:
     loop = make_trap(lambda path: (302, {"Location": path + "x"}, b""))
-    assert refused(loop.url("127.0.0.1", "/r"), http, allowed_hosts=["127.0.0.1"]).code == "output_fetch_failed"
+    assert refused(loop.url("127.0.0.1", "/r"), http,
+                   allowed_hosts=[f"127.0.0.1:{loop.port}"]).code == "output_fetch_failed"
     assert len(loop.hits) == fetch.MAX_REDIRECTS + 1
 
 
@@ -161,19 +167,21 @@ def test_redirect_chain_is_capped(make_trap: Any, http: httpx.Client) -> None:
 
 def test_declared_size_over_cap_is_refused(make_trap: Any, http: httpx.Client) -> None:
     big = make_trap(lambda path: (200, {"Content-Type": "image/png"}, PNG + b"\x00" * 200_000))
-    assert refused(big.url(), http, allowed_hosts=["127.0.0.1"], max_bytes=100_000).code == "output_too_large"
+    assert refused(big.url(), http,
+                   allowed_hosts=[f"127.0.0.1:{big.port}"], max_bytes=100_000).code == "output_too_large"
 
 
 def test_undeclared_size_over_cap_is_refused_while_streaming(make_trap: Any, http: httpx.Client) -> None:
     big = make_trap(lambda path: (200, {"Content-Type": "image/png", "X-Drip": "0"}, PNG + b"\x00" * 300_000))
-    assert refused(big.url(), http, allowed_hosts=["127.0.0.1"], max_bytes=100_000).code == "output_too_large"
+    assert refused(big.url(), http,
+                   allowed_hosts=[f"127.0.0.1:{big.port}"], max_bytes=100_000).code == "output_too_large"
 
 
 def test_stalled_download_times_out(make_trap: Any, http: httpx.Client) -> None:
     slow = make_trap(lambda path: (200, {"Content-Type": "image/png", "X-Drip": "3"}, PNG * 4))
     t0 = time.monotonic()
     with pytest.raises(OutputTransient):
-        fetch_all(slow.url(), http, allowed_hosts=["127.0.0.1"], timeout=0.5)
+        fetch_all(slow.url(), http, allowed_hosts=[f"127.0.0.1:{slow.port}"], timeout=0.5)
     assert time.monotonic() - t0 < 5
 
 
@@ -183,7 +191,7 @@ def test_slow_drip_download_is_capped_in_total_time(make_trap: Any, http: httpx.
     drip = make_trap(lambda path: (200, {"Content-Type": "image/png", "X-Drip": "0.25"}, PNG + b"\x00" * 8000))
     t0 = time.monotonic()
     with pytest.raises((OutputTransient, OutputRefused)):
-        fetch_all(drip.url(), http, allowed_hosts=["127.0.0.1"], timeout=2.0)
+        fetch_all(drip.url(), http, allowed_hosts=[f"127.0.0.1:{drip.port}"], timeout=2.0)
     assert time.monotonic() - t0 < 5
 
 
@@ -194,7 +202,7 @@ def test_declared_image_type_is_checked_against_the_bytes(declared: str, body: b
     """A file whose bytes are not the image its header claims must not be stored under that type."""
     lying = make_trap(lambda path: (200, {"Content-Type": declared}, body))
     try:
-        ctype, _ = fetch_all(lying.url(), http, allowed_hosts=["127.0.0.1"])
+        ctype, _ = fetch_all(lying.url(), http, allowed_hosts=[f"127.0.0.1:{lying.port}"])
     except OutputRefused:
         return
     assert ctype != declared
@@ -203,7 +211,7 @@ def test_declared_image_type_is_checked_against_the_bytes(declared: str, body: b
 def test_mislabelled_image_gets_its_real_type(make_trap: Any, http: httpx.Client) -> None:
     jpeg = b"\xff\xd8\xff\xe0" + b"\x00" * 64
     lying = make_trap(lambda path: (200, {"Content-Type": "image/png"}, jpeg))
-    assert fetch_all(lying.url(), http, allowed_hosts=["127.0.0.1"])[0] == "image/jpeg"
+    assert fetch_all(lying.url(), http, allowed_hosts=[f"127.0.0.1:{lying.port}"])[0] == "image/jpeg"
 
 
 # ---- the Replicate client ---------------------------------------------------------------------------
@@ -267,9 +275,10 @@ def test_pipeline_job_with_refused_output_fails_and_trap_is_untouched(
 
     monkeypatch.setattr(sim_render, "file_url", evil_file_url)
     sim = run_in_thread(SimConfig(start_delay=0.1, predict_seconds=0.2))
+    sim_host = sim.base_url.split("//", 1)[1].split("/", 1)[0]  # 127.0.0.1:<port>: entries name the port
     try:
         with pipeline(tmp_path, sqlite_url, sec_redis_url, sim.base_url, concurrency=2,
-                      env_extra={"OUTPUT_ALLOWED_HOSTS": "127.0.0.1"}) as p:
+                      env_extra={"OUTPUT_ALLOWED_HOSTS": f"{sim_host},127.0.0.1:{hop.port}"}) as p:
             ids = {kind: p.submit(1, prompt=f"{kind} {uuid.uuid4().hex}")[0] for kind in urls}
             control = p.submit(1)[0]  # a normal job on the same run still succeeds
             jobs = {j.id: j for j in p.wait([*ids.values(), control], timeout=90)}

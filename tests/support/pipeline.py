@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import func, select
@@ -105,7 +106,8 @@ def pipeline(tmp: Path, db_url: str, redis_url: str, sim_url: str, *, concurrenc
     env.update(
         GENQUEUE_DATA_DIR=str(tmp / "data"), DATABASE_URL=db_url, REDIS_URL=redis_url,
         STORAGE_URL=f"file://{tmp}/outputs", REPLICATE_BASE_URL=f"{sim_url}/v1",
-        REPLICATE_API_TOKEN="r8_sim_fake_token", OUTPUT_ALLOWED_HOSTS="127.0.0.1", OUTPUT_ALLOW_PRIVATE="true",
+        REPLICATE_API_TOKEN="r8_sim_fake_token",
+        OUTPUT_ALLOWED_HOSTS=urlsplit(sim_url).netloc, OUTPUT_ALLOW_PRIVATE="true",
         GENQUEUE_LOG_LEVEL="INFO",
     )
     env.update(env_extra or {})

@@ -197,7 +197,7 @@ def test_mixed_public_and_private_resolution_is_refused(dns: dict[str, Any]) -> 
 
 def test_exact_ip_entry_allows_local_simulator(dns: dict[str, Any]) -> None:
     http, rec = client(fixed(headers={"content-type": "image/png"}))
-    ctype, body = read_all("http://127.0.0.1:5001/files/abc/out.png", http, allowed_hosts=["127.0.0.1"])
+    ctype, body = read_all("http://127.0.0.1:5001/files/abc/out.png", http, allowed_hosts=["127.0.0.1:5001"])
     assert (ctype, body) == ("image/png", PNG)
     assert str(rec.requests[0].url) == "http://127.0.0.1:5001/files/abc/out.png"
 

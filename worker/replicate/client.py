@@ -19,7 +19,13 @@ import httpx
 
 from genqueue.core.logs import registered_secrets, scrub
 from genqueue.worker.replicate.errors import ForbiddenURLError, PermanentError, ReplicateError
-from genqueue.worker.replicate.responses import decode, transport_error
+from genqueue.worker.replicate.responses import (
+    MAX_BODY_BYTES,
+    BodyTooLarge,
+    decode,
+    read_capped,
+    transport_error,
+)
 from genqueue.worker.replicate.types import Page, Prediction, parse_page, parse_prediction
 from genqueue.worker.transport import CookielessClient
 
@@ -294,14 +300,22 @@ class ReplicateClient:
         params: dict[str, str] | None = None,
         timeout: httpx.Timeout | None = None,
     ) -> Any:
-        kwargs: dict[str, Any] = {"json": json, "headers": headers, "params": params}
+        # identity: a compressed answer would be inflated whole before any size cap (read_capped).
+        merged = {"Accept-Encoding": "identity", **(headers or {})}
+        kwargs: dict[str, Any] = {"json": json, "headers": merged, "params": params}
         if timeout is not None:
             kwargs["timeout"] = timeout
+        request = self._http.build_request(method, url, **kwargs)
         try:
-            response = self._http.request(method, url, follow_redirects=False, **kwargs)
+            response = self._http.send(request, stream=True, follow_redirects=False)
+            read_capped(response, self._max_body_bytes)
         except httpx.TransportError as exc:
-            self._notify(endpoint, 0)
+            self._notify(endpoint, 0)  # as before streaming: a body cut short counts as no answer
             raise transport_error(endpoint, exc) from exc
+        except BodyTooLarge as exc:
+            self._notify(endpoint, response.status_code)
+            raise PermanentError(f"{endpoint}: unusable response (HTTP {response.status_code}, {exc})",
+                                 status_code=response.status_code) from None
         self._notify(endpoint, response.status_code)
         try:
             return decode(endpoint, response)

@@ -81,6 +81,43 @@ def transport_error(endpoint: str, exc: httpx.TransportError) -> ReplicateError:
     )
 
 
+# Prediction JSON is small, except that Replicate may return file outputs inline as ``data:`` URIs
+# (sync mode, ``Prefer: wait``): base64 makes an output 4/3 its size, so the cap lets through one
+# output at the default OUTPUT_MAX_BYTES (50 MiB -> 66.7 MiB) with room for the rest of the body, and
+# bounds what a broken or hostile answer can make each worker thread hold.
+MAX_BODY_BYTES = 72 * 1024 * 1024
+_IDENTITY = {"", "identity"}
+
+
+class BodyTooLarge(Exception):
+    """The answer was not read: its body is content-encoded or over the cap."""
+
+
+def read_capped(response: httpx.Response, max_bytes: int) -> None:
+    """Read a streamed ``response`` into ``response.content``, refusing more than ``max_bytes``.
+
+    The client asks for ``Accept-Encoding: identity``, and an encoded answer is refused without being
+    decoded: httpx inflates each received chunk whole, so a few hundred bytes of stacked gzip would
+    become gigabytes before any count of decoded bytes could stop them."""
+    try:
+        encodings = response.headers.get_list("content-encoding", split_commas=True)
+        if any(e.strip().lower() not in _IDENTITY for e in encodings):
+            raise BodyTooLarge("content-encoded body")
+        length = response.headers.get("content-length", "")
+        if length.strip().isdigit() and int(length) > max_bytes:
+            raise BodyTooLarge(f"body over {max_bytes} bytes")
+        parts: list[bytes] = []
+        total = 0
+        for chunk in response.iter_bytes():
+            total += len(chunk)
+            if total > max_bytes:
+                raise BodyTooLarge(f"body over {max_bytes} bytes")
+            parts.append(chunk)
+        response._content = b"".join(parts)  # what Response.read() sets; json() and text read it
+    finally:
+        response.close()
+
+
 def _json_or_none(response: httpx.Response) -> Any:
     try:
         return response.json()
