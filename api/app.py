@@ -23,6 +23,7 @@ from genqueue.api import (
 from genqueue.api.bodylimit import BodySizeLimit
 from genqueue.api.deps import ApiParts
 from genqueue.api.errors import install_error_handlers
+from genqueue.api.guards import CatchAll, RejectNul
 from genqueue.api.ratelimit import RateLimiter
 
 DESCRIPTION = """Durable Replicate generation jobs. Create jobs, follow them, download their stored outputs.
@@ -53,6 +54,8 @@ def create_app(parts: ApiParts) -> FastAPI:
     app.state.limiter = RateLimiter(parts.redis, settings.api_rate_per_min)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RejectNul)
+    app.add_middleware(CatchAll)  # added last, so outermost: it also covers the middlewares above
     app.include_router(routes_health.router)
     app.include_router(routes_jobs.router)
     app.include_router(routes_outputs.router)
