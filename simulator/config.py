@@ -135,6 +135,14 @@ class SimConfig:
         data["tokens"] = sorted(self.tokens)
         return data
 
+    def public_dict(self) -> dict[str, Any]:
+        """What `/_sim/config` shows: the knobs, never the accepted tokens or the signing secret (the
+        admin routes are unauthenticated, and a caller that set them already knows them)."""
+        data = self.to_dict()
+        data["tokens"] = f"{len(self.tokens)} configured"
+        data["webhook_secret"] = "***"
+        return data
+
     def create_capacity(self) -> float:
         return self.create_burst if self.create_burst is not None else max(1.0, self.create_limit_per_min)
 

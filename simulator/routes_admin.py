@@ -82,7 +82,7 @@ async def reset(request: Request) -> Response:
 
 
 async def get_config(request: Request) -> Response:
-    return json_response(_sim(request).config.to_dict())
+    return json_response(_sim(request).config.public_dict())
 
 
 async def update_config(request: Request) -> Response:
@@ -99,7 +99,7 @@ async def update_config(request: Request) -> Response:
         sim.store.rng = random.Random(seed) if seed is not None else random.Random()
         sim.faults.reset()
         sim.webhooks.reseed()
-    return json_response(sim.config.to_dict())
+    return json_response(sim.config.public_dict())
 
 
 def routes() -> list[Route]:

@@ -128,3 +128,12 @@ def test_many_in_flight_is_cheap(make_sim: MakeSim) -> None:
     with httpx.Client(base_url=sim.base_url, headers=AUTH) as c:
         page = c.get("/v1/predictions").json()
         assert len(page["results"]) == 100 and all(p["status"] == "starting" for p in page["results"])
+
+
+def test_config_endpoint_shows_no_token_or_signing_secret(sim: SimHandle) -> None:
+    # /_sim/ has no auth: it must not hand out what authenticates to the simulator or signs its webhooks.
+    for resp in (httpx.get(f"{sim.base_url}/_sim/config"),
+                 httpx.post(f"{sim.base_url}/_sim/config", json={"fault_drop": 0.0})):
+        assert resp.status_code == 200
+        assert "r8_sim_fake_token" not in resp.text and "whsec_" not in resp.text
+        assert resp.json()["webhook_secret"] == "***"
