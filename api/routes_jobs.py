@@ -76,7 +76,7 @@ def _accept(request: Request, session: Session, principal: Principal, intake: In
         return [accepted_view(j) for j in jobs], True
     rows = visible_jobs(session, [j.id for j in jobs], principal)
     url = output_url(request)
-    return [job_view(j, url) for j in rows], False
+    return [job_view(j, url, show_storage=principal.sees_all) for j in rows], False
 
 
 # The create routes are `async`: their dependencies run on the event loop (the key lookup makes one
@@ -126,12 +126,13 @@ def get_jobs(
     input_limit = None if "input" in (include or []) else LIST_INPUT_MAX_BYTES
     url = output_url(request)
     next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
-    return JobPage(jobs=[job_view(j, url, input_limit=input_limit) for j in rows], next_cursor=next_cursor)
+    jobs = [job_view(j, url, input_limit=input_limit, show_storage=principal.sees_all) for j in rows]
+    return JobPage(jobs=jobs, next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", responses=_errors(401, 404, 429), summary="Get a job")
 def get_job(job_id: JobId, request: Request, session: Session_, principal: Reader) -> JobView:
-    return job_view(visible_job(session, job_id, principal), output_url(request))
+    return job_view(visible_job(session, job_id, principal), output_url(request), show_storage=principal.sees_all)
 
 
 @router.post("/{job_id}/cancel", status_code=202, responses={
@@ -163,7 +164,7 @@ def cancel_job(job_id: JobId, request: Request, response: Response, session: Ses
         session.rollback()
     else:
         raise ApiError(409, "conflict", "the job kept changing state; try again")
-    return job_view(visible_job(session, job_id, principal), output_url(request))
+    return job_view(visible_job(session, job_id, principal), output_url(request), show_storage=principal.sees_all)
 
 
 def _send_cancel(enqueuer: JobEnqueuer, job_id: str) -> None:

@@ -38,7 +38,8 @@ class OutputView(BaseModel):
     content_type: str
     size: int
     sha256: str
-    storage_uri: str
+    storage_uri: str | None = Field(None, description="Where the bytes are stored (ops and admin keys only: "
+                                                      "it names the server's bucket or folder)")
     url: str = Field(description="Download URL of the stored bytes (same API key)")
 
 
@@ -81,8 +82,10 @@ class JobPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page; null at the end")
 
 
-def job_view(job: Job, output_url: OutputUrl, *, input_limit: int | None = None) -> JobView:
-    """`input_limit`: leave out an input larger than this many bytes (list pages)."""
+def job_view(job: Job, output_url: OutputUrl, *, input_limit: int | None = None,
+             show_storage: bool = False) -> JobView:
+    """`input_limit`: leave out an input larger than this many bytes (list pages). `show_storage`:
+    include each output's storage URI (ops/admin callers)."""
     public = job.input_public or {}
     omitted = input_limit is not None and larger_than(public, input_limit)
     return JobView(
@@ -102,7 +105,7 @@ def job_view(job: Job, output_url: OutputUrl, *, input_limit: int | None = None)
         ),
         outputs=[
             OutputView(index=o.index, content_type=o.content_type, size=o.size, sha256=o.sha256,
-                       storage_uri=o.storage_uri, url=output_url(job.id, o.index))
+                       storage_uri=o.storage_uri if show_storage else None, url=output_url(job.id, o.index))
             for o in job.outputs
         ],
         error=JobErrorView(code=job.error_code, message=job.error_message) if job.error_code else None,

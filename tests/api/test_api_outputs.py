@@ -30,9 +30,14 @@ def test_output_streams_stored_bytes(api: Api) -> None:
     job = api.client.get(f"/v1/jobs/{job_id}", headers=api.auth("alice")).json()
     assert job["metrics"]["predict_time"] == 1.5 and job["metrics"]["total_time"] is None
     out = job["outputs"][0]
+    # The storage URI names a server path or bucket: ops and admin keys see it, submit keys don't.
     assert out == {"index": 0, "content_type": "image/png", "size": len(PNG), "sha256": digest,
-                   "storage_uri": f"file:///data/{key}",
+                   "storage_uri": None,
                    "url": f"http://testserver/v1/jobs/{job_id}/outputs/0"}
+    as_ops = api.client.get(f"/v1/jobs/{job_id}", headers=api.auth("ops")).json()["outputs"][0]
+    assert as_ops["storage_uri"] == f"file:///data/{key}"
+    listed = api.client.get("/v1/jobs", headers=api.auth("alice")).json()["jobs"][0]["outputs"][0]
+    assert listed["storage_uri"] is None
 
     resp = api.client.get(out["url"], headers=api.auth("alice"))
     assert resp.status_code == 200
