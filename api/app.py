@@ -20,11 +20,13 @@ from genqueue.api import (
     routes_stats,
     routes_webhooks,
 )
+from genqueue.api.auth import AuthBeforeBody
 from genqueue.api.bodylimit import BodySizeLimit
 from genqueue.api.deps import ApiParts
 from genqueue.api.errors import install_error_handlers
 from genqueue.api.guards import CatchAll, RejectNul
 from genqueue.api.ratelimit import RateLimiter
+from genqueue.api.webhook_auth import WebhookSecret
 
 DESCRIPTION = """Durable Replicate generation jobs. Create jobs, follow them, download their stored outputs.
 
@@ -38,6 +40,8 @@ def create_app(parts: ApiParts) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.webhook_url:  # fetch the signing secret now, so the first delivery finds it
+            app.state.webhook_secret.prefetch()
         try:
             yield
         finally:
@@ -52,8 +56,10 @@ def create_app(parts: ApiParts) -> FastAPI:
     app.state.redis = parts.redis
     app.state.intake = parts.intake
     app.state.limiter = RateLimiter(parts.redis, settings.api_rate_per_min)
+    app.state.webhook_secret = WebhookSecret(settings)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthBeforeBody)  # outside BodySizeLimit: no body is read before auth
     app.add_middleware(RejectNul)
     app.add_middleware(CatchAll)  # added last, so outermost: it also covers the middlewares above
     app.include_router(routes_health.router)

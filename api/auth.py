@@ -7,6 +7,12 @@ The key is looked up in the request's own session (`get_session`), so the lookup
 share one pooled connection, and the lookup plus the rate-limit call are one trip through the
 threadpool. A revoked key is refused from the next request on: nothing about keys is cached (an
 in-process cache would save the lookup, but revocation would then lag by the cache's lifetime).
+
+A request that can carry a body (POST/PUT/PATCH/DELETE under /v1/) is authenticated by the ASGI layer
+`AuthBeforeBody` before any of its body is read: FastAPI parses a route's body before it solves the
+route's dependencies, and `BodySizeLimit` buffers it, so an anonymous client could otherwise make the
+API receive and hold up to GENQUEUE_MAX_BODY_BYTES per request. The layer leaves the session and the
+principal in the request's scope, and `authenticate` then uses them: still one lookup, one connection.
 """
 
 from __future__ import annotations
@@ -19,15 +25,21 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from genqueue.api.deps import get_session
-from genqueue.api.errors import ApiError
+from genqueue.api.deps import SCOPE_SESSION, close_session, get_session, session_factory, single_write
+from genqueue.api.errors import ApiError, error_response
 from genqueue.api.ratelimit import RateLimiter
+from genqueue.api.webhook_auth import WebhookRejected, check_headers
 from genqueue.models.keys import Role, find_active_key
 
 bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey",
                     description="An API key (`gq_...`) from `genqueue keys create`.")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+_MISSING = "missing API key: send Authorization: Bearer <key>"
+SCOPE_PRINCIPAL = "genqueue.principal"  # set by AuthBeforeBody, read by `authenticate`
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+WEBHOOK_PATH = "/v1/replicate/webhook"  # authenticated by its signature, not by an API key
 
 
 @dataclass(frozen=True)
@@ -72,9 +84,63 @@ async def authenticate(
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     session: Annotated[Session, Depends(get_session)],
 ) -> Principal:
+    known: Principal | None = request.scope.get(SCOPE_PRINCIPAL)
+    if known is not None:  # AuthBeforeBody looked the key up (and counted the request) already
+        return known
     if creds is None:
-        raise _unauthorized("missing API key: send Authorization: Bearer <key>")
+        raise _unauthorized(_MISSING)
     return await run_in_threadpool(_principal, request, session, creds.credentials)
+
+
+def _bearer_token(scope: Scope) -> str | None:
+    """The token of `Authorization: Bearer <token>` (what HTTPBearer accepts), else None."""
+    for name, value in scope.get("headers") or []:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            token = token.strip()
+            return token if scheme.lower() == "bearer" and token else None
+    return None
+
+
+class AuthBeforeBody:
+    """ASGI layer (outside `BodySizeLimit`): authenticate a request that may carry a body before any
+    of the body is received. API-key routes: the key lookup and rate limit, as `authenticate` does;
+    the webhook: its signature headers (the signature itself needs the body, so the route checks it)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or scope.get("method") not in BODY_METHODS or not path.startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)  # without `receive`: nothing here can read the body
+        if path == WEBHOOK_PATH:
+            try:
+                check_headers(request.headers)
+            except WebhookRejected as exc:
+                await error_response(401, "unauthorized", f"webhook signature check failed: {exc}")(
+                    scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        token = _bearer_token(scope)
+        if token is None:
+            await error_response(401, "unauthorized", _MISSING, headers=_CHALLENGE)(scope, receive, send)
+            return
+        session = single_write(session_factory(request)())
+        try:
+            try:
+                principal = await run_in_threadpool(_principal, request, session, token)
+            except ApiError as exc:
+                await error_response(exc.status, exc.code, exc.message, exc.fields, exc.headers)(
+                    scope, receive, send)
+                return
+            scope[SCOPE_SESSION], scope[SCOPE_PRINCIPAL] = session, principal
+            await self.app(scope, receive, send)
+        finally:
+            await close_session(session)
 
 
 def require(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:

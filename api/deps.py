@@ -61,6 +61,9 @@ class ApiParts(Protocol):
     def close(self) -> None: ...
 
 
+SCOPE_SESSION = "genqueue.session"  # a session `api.auth.AuthBeforeBody` opened for this request
+
+
 def session_factory(request: Request) -> sessionmaker[Session]:
     return cast(sessionmaker[Session], request.app.state.session_factory)
 
@@ -73,15 +76,24 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     commits on its own and `commit()` costs no round trip. That is only atomic while a request writes
     at most one statement (a compare-and-set UPDATE), so `single_write` makes a second one an error
     on every database; a route needing several writes to be atomic uses a session of its own
-    (`session_factory(request).begin()`), as intake does."""
-    session = single_write(session_factory(request)())
+    (`session_factory(request).begin()`), as intake does.
+
+    A request with a body was authenticated before its body was read (`api.auth.AuthBeforeBody`): its
+    key was looked up in a session that layer opened, and that session is this request's session."""
+    opened: Session | None = request.scope.get(SCOPE_SESSION)
+    session = opened if opened is not None else single_write(session_factory(request)())
     try:
         yield session
     finally:
-        if session.in_transaction():
-            await run_in_threadpool(session.close)  # may send a ROLLBACK
-        else:
-            session.close()
+        await close_session(session)
+
+
+async def close_session(session: Session) -> None:
+    """Close without blocking the event loop; closing twice is harmless (the second does nothing)."""
+    if session.in_transaction():
+        await run_in_threadpool(session.close)  # may send a ROLLBACK
+    else:
+        session.close()
 
 
 class SeveralWrites(RuntimeError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
@@ -19,7 +19,14 @@ from starlette.concurrency import run_in_threadpool
 
 from genqueue.api.deps import get_enqueuer
 from genqueue.api.errors import ApiError
-from genqueue.api.webhook_auth import WebhookRejected, WebhookSecret, check_headers, verify
+from genqueue.api.webhook_auth import (
+    RETRY_AFTER_FAILURE,
+    SecretPending,
+    WebhookRejected,
+    WebhookSecret,
+    check_headers,
+    verify,
+)
 from genqueue.intake.errors import FieldError
 from genqueue.models.status import PREDICTION_TERMINAL
 
@@ -40,10 +47,7 @@ class WebhookAck(BaseModel):
 
 
 def _secret(request: Request) -> WebhookSecret:
-    secret: WebhookSecret | None = getattr(request.app.state, "webhook_secret", None)
-    if secret is None:
-        secret = request.app.state.webhook_secret = WebhookSecret(request.app.state.settings)
-    return secret
+    return cast(WebhookSecret, request.app.state.webhook_secret)  # built by `create_app`
 
 
 def _authenticate(request: Request, body: bytes) -> None:
@@ -59,6 +63,10 @@ def _authenticate(request: Request, body: bytes) -> None:
     except WebhookRejected as exc:
         log.warning("webhook rejected: %s", exc)
         raise ApiError(401, "unauthorized", f"webhook signature check failed: {exc}") from None
+    except SecretPending as exc:  # debug only: every queued delivery would log it otherwise
+        log.debug("webhook answered 503: %s", exc)
+        raise ApiError(503, "unavailable", "webhook signing secret is unavailable; retry later",
+                       headers={"Retry-After": str(int(RETRY_AFTER_FAILURE))}) from None
     except Exception as exc:  # the secret could not be obtained (no token, Replicate unreachable)
         log.error("webhook secret unavailable: %s", type(exc).__name__)
         raise ApiError(503, "unavailable", "webhook signing secret is unavailable; retry later") from None

@@ -9,6 +9,7 @@ the five-minute replay window Replicate asks for. Only the secret's fetching is 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -19,8 +20,14 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from genqueue.core.settings import Settings
 
+log = logging.getLogger(__name__)
+
 # After a signature fails with a key fetched from Replicate, fetch again at most this often (rotation).
 REFETCH_SECONDS = 60.0
+# After a failed fetch, deliveries get 503 without a new fetch for this long (Replicate retries them).
+RETRY_AFTER_FAILURE = 10.0
+# A fetch holds one thread-pool thread (the others answer 503 meanwhile): keep it short.
+FETCH_TIMEOUT_SECONDS = 10.0
 HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
 
@@ -50,43 +57,107 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes) -> None:
         raise WebhookRejected(f"signature check failed ({exc})") from None
 
 
+class SecretPending(Exception):
+    """No secret to check against yet: a fetch is running, or one failed moments ago. Answer 503 at
+    once (Replicate retries a delivery) rather than make the request wait for the fetch."""
+
+
 class WebhookSecret:
-    """The signing secret: from GENQUEUE_WEBHOOK_SECRET, else fetched once from Replicate and cached.
+    """The signing secret: from GENQUEUE_WEBHOOK_SECRET, else fetched from Replicate and cached.
 
     `fetch` is injectable for tests; by default it calls GET /v1/webhooks/default/secret with the
-    Replicate token (the only place the API process uses that token)."""
+    Replicate token (the only place the API process uses that token).
+
+    A fetch is network I/O that can take seconds, and deliveries run on the thread pool every route
+    needs: so at most one fetch runs at a time, in the thread that claimed it, with no lock held; any
+    other caller meanwhile gets `SecretPending` at once instead of a thread parked behind the fetch
+    (40 such parked deliveries used to stall the whole API). A failed fetch is not retried for
+    RETRY_AFTER_FAILURE seconds, so a Replicate outage does not become one fetch per delivery.
+    `prefetch` runs the first fetch in the background when the app starts."""
 
     def __init__(self, settings: Settings, fetch: Callable[[], str] | None = None) -> None:
         configured = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
         self._fixed = configured or None
         self._fetch = fetch or (lambda: _fetch_default_secret(settings))
+        self._lock = threading.Lock()  # guards the fields below; never held across a fetch
         self._cached: str | None = None
         self._fetched_at = 0.0
-        self._lock = threading.Lock()
+        self._fetching = False
+        self._failed_at: float | None = None
 
     def get(self) -> str:
         if self._fixed:
             return self._fixed
         with self._lock:
-            if self._cached is None:
-                self._cached, self._fetched_at = self._fetch(), time.monotonic()
-            return self._cached
+            if self._cached is not None:
+                return self._cached
+            self._claim()
+        return self._fetch_claimed()
 
     def refresh_after_mismatch(self) -> bool:
-        """Re-fetch a fetched secret (Replicate may have rotated it); True if it changed."""
+        """Re-fetch a fetched secret (Replicate may have rotated it); True if it changed. False, with
+        nothing fetched, when it was fetched moments ago (no refetch storm) or a fetch is under way."""
         if self._fixed:
             return False
         with self._lock:
             if time.monotonic() - self._fetched_at < REFETCH_SECONDS:
                 return False
-            old, self._cached, self._fetched_at = self._cached, self._fetch(), time.monotonic()
-            return self._cached != old
+            try:
+                self._claim()
+            except SecretPending:
+                return False
+            old = self._cached
+        return self._fetch_claimed() != old
+
+    def prefetch(self) -> threading.Thread | None:
+        """Start fetching in a background thread (at start-up), so the first delivery finds the secret;
+        None when there is nothing to fetch or a fetch is already running."""
+        if self._fixed:
+            return None
+        with self._lock:
+            if self._cached is not None:
+                return None
+            try:
+                self._claim()
+            except SecretPending:
+                return None
+
+        def run() -> None:
+            try:
+                self._fetch_claimed()
+            except Exception as exc:  # the type only: the message could quote a response
+                log.warning("could not fetch the webhook signing secret at start-up (%s); deliveries "
+                            "answer 503 until a fetch succeeds", type(exc).__name__)
+
+        thread = threading.Thread(target=run, name="webhook-secret-fetch", daemon=True)
+        thread.start()
+        return thread
+
+    def _claim(self) -> None:
+        """Become the one fetcher (the lock is held by the caller), or raise SecretPending."""
+        if self._fetching:
+            raise SecretPending("the webhook signing secret is being fetched")
+        if self._failed_at is not None and time.monotonic() - self._failed_at < RETRY_AFTER_FAILURE:
+            raise SecretPending("fetching the webhook signing secret failed moments ago")
+        self._fetching = True
+
+    def _fetch_claimed(self) -> str:
+        try:
+            value = self._fetch()  # network I/O: no lock held
+        except BaseException:
+            with self._lock:
+                self._fetching, self._failed_at = False, time.monotonic()
+            raise
+        with self._lock:
+            self._cached, self._fetched_at = value, time.monotonic()
+            self._fetching, self._failed_at = False, None
+        return value
 
 
 def _fetch_default_secret(settings: Settings) -> str:
     url = f"{settings.replicate_base_url}/webhooks/default/secret"
     response = httpx.get(url, headers={"Authorization": f"Bearer {settings.token()}"},
-                         timeout=30.0)
+                         timeout=FETCH_TIMEOUT_SECONDS)
     response.raise_for_status()
     key = response.json().get("key")
     if not isinstance(key, str) or not key.startswith("whsec_"):
