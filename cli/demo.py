@@ -52,7 +52,6 @@ def run_demo(*, jobs: int, concurrency: int, predict_seconds: float) -> int:
     from genqueue.bootstrap import Root
     from genqueue.cli.embedded_redis import ensure_redis
     from genqueue.intake import JobRequest
-    from genqueue.models.migrate import upgrade
 
     console = Console()
     base = settings_or_die()
@@ -67,7 +66,7 @@ def run_demo(*, jobs: int, concurrency: int, predict_seconds: float) -> int:
         settings = settings_or_die()
         root = Root(settings)
         try:
-            upgrade(root.engine)
+            root.migrate()
             sessions = root.sessions
             log_dir = settings.data_dir / "logs"
             console.print(f"[bold]genqueue demo[/]: data in {data_dir}, logs in {log_dir}")

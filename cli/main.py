@@ -21,19 +21,22 @@ app.command("stats")(stats_cmd.stats)
 
 @app.command()
 def migrate() -> None:
-    """Create or upgrade the database schema (Alembic)."""
-    from genqueue.models.db import make_engine
-    from genqueue.models.migrate import upgrade
+    """Create or upgrade the database schema (Alembic); on a new database, also the secrets key file."""
+    from genqueue.bootstrap import Root
+    from genqueue.core.crypto import SecretsError
 
-    s = settings_or_die()
-    engine = make_engine(s.effective_database_url)
+    root = Root(settings_or_die())
     try:
-        upgrade(engine)
+        key_file = root.migrate()
+    except SecretsError as exc:
+        die(str(exc))
     except Exception as exc:
         die(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
     finally:
-        engine.dispose()
-    typer.echo(f"database at head: {engine.url.render_as_string(hide_password=True)}")
+        root.close()
+    typer.echo(f"database at head: {root.engine.url.render_as_string(hide_password=True)}")
+    if key_file is not None:
+        typer.echo(f"new secrets key written to {key_file}: back it up, or set SECRETS_KEY instead")
 
 
 @app.command()
@@ -42,18 +45,21 @@ def api(host: str = "127.0.0.1", port: Annotated[int, typer.Option(min=1, max=65
     """Serve the HTTP API (OpenAPI at /docs)."""
     import uvicorn
 
+    from genqueue.bootstrap import Root
+    from genqueue.cli.preflight import preflight
     from genqueue.core.logs import setup_logging
 
     s = settings_or_die()
     setup_logging(s.log_level)
+    root = Root(s)
+    preflight(root)
     if workers > 1:
+        root.close()
         # Each process builds its own app from the environment (uvicorn imports the factory there).
         uvicorn.run("genqueue.bootstrap:asgi_app", factory=True, host=host, port=port, workers=workers,
                     log_level="warning", access_log=False)
         return
-    from genqueue.bootstrap import Root
-
-    uvicorn.run(Root(s).api_app(), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(root.api_app(), host=host, port=port, log_level="warning", access_log=False)
 
 
 @app.command()
@@ -64,6 +70,8 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, max=512)] = 4,
                help="all (follow-up work first, then new jobs) | follow (polls, pushes, stores: a worker "
                     "that finished predictions never wait behind creates) | new")] = "all") -> None:
     """Run a Celery worker (submit, poll, store, sweep tasks)."""
+    from genqueue.bootstrap import Root
+    from genqueue.cli.preflight import preflight
     from genqueue.core.logs import setup_logging
     from genqueue.worker.celery_app import make_worker_app
     from genqueue.worker.enqueue import ALL_QUEUES, FOLLOW_QUEUE, QUEUE, STORE_QUEUE
@@ -79,6 +87,9 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, max=512)] = 4,
     except Exception as exc:
         die(str(exc))
     setup_logging(s.log_level)
+    root = Root(s)
+    preflight(root)
+    root.close()  # each worker process builds its own (worker_process_init)
     celery = make_worker_app(s, pool=pool, concurrency=concurrency)
     argv = ["worker", "-Q", chosen, "-c", str(concurrency), "-P", pool, "--loglevel", s.log_level,
             "--without-gossip", "--without-mingle"]
@@ -90,11 +101,16 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, max=512)] = 4,
 @app.command()
 def beat() -> None:
     """Run Celery beat (the sweeper's schedule). Run exactly one per deployment."""
+    from genqueue.bootstrap import Root
+    from genqueue.cli.preflight import preflight
     from genqueue.core.logs import setup_logging
     from genqueue.worker.celery_app import make_worker_app
 
     s = settings_or_die()
     setup_logging(s.log_level)
+    root = Root(s)
+    preflight(root, sql=False, secrets=False)  # beat only sends the sweeper's messages
+    root.close()
     s.data_dir.mkdir(parents=True, exist_ok=True)
     celery = make_worker_app(s)
     celery.start(["beat", "--loglevel", s.log_level, "-s", str(s.data_dir / "celerybeat-schedule")])

@@ -123,15 +123,20 @@ class Stack:
 
 
 def run_up(settings: Settings, *, host: str, port: int, concurrency: int, with_simulator: bool) -> None:
+    from genqueue.bootstrap import Root
+    from genqueue.cli.context import die
     from genqueue.cli.embedded_redis import ensure_redis
-    from genqueue.models.db import make_engine
-    from genqueue.models.migrate import upgrade
+    from genqueue.core.crypto import SecretsError
 
     env = dict(os.environ)
     redis_proc = ensure_redis(settings.redis_url, settings.data_dir, allowed=not settings.redis_url_given)
-    engine = make_engine(settings.effective_database_url)
-    upgrade(engine)
-    engine.dispose()
+    root = Root(settings)
+    try:
+        root.migrate()
+    except SecretsError as exc:
+        die(str(exc))
+    finally:
+        root.close()
     stack = Stack(env)
     if with_simulator:
         sim_port = free_port()

@@ -60,6 +60,7 @@ def submit(
 ) -> None:
     """Submit jobs; prints one job id per line (and a summary with --wait)."""
     from genqueue.bootstrap import Root
+    from genqueue.cli.preflight import secrets_or_die
     from genqueue.intake import IntakeError, JobRequest
 
     if file is not None and (version or model or deployment or input_):
@@ -85,6 +86,7 @@ def submit(
             die(f"{where + ': ' if where else ''}{field}: {err['msg'].removeprefix('Value error, ')}")
     s = settings_or_die()
     root = Root(s)
+    secrets_or_die(root)  # a job sealed with a key the workers lack would fail secrets_unavailable
     sessions, intake = root.sessions, root.intake
     try:
         jobs, _ = intake.submit(requests, batch=len(requests) > 1)

@@ -36,20 +36,47 @@ class SecretsError(Exception):
     pass
 
 
+KEY_FILE = "secrets.key"  # in GENQUEUE_DATA_DIR, when SECRETS_KEY is not set
+
+
 def load_cipher(keys: str | None, data_dir: Path) -> MultiFernet:
-    """Keys come from SECRETS_KEY (comma-separated, first encrypts); else one generated in data_dir."""
+    """Keys come from SECRETS_KEY (comma-separated, first encrypts), else from data_dir/secrets.key.
+
+    A missing key is an error, never replaced: a process started with another data dir used to make a
+    new key, and every queued job then failed `secrets_unavailable`. The key file is written only by
+    `write_key_file`, which `genqueue migrate` calls on a database that holds no sealed secrets."""
     if keys:
         try:
             return MultiFernet([Fernet(k.strip().encode()) for k in keys.split(",") if k.strip()])
         except (ValueError, TypeError):
             raise SecretsError("SECRETS_KEY must be comma-separated Fernet keys (see the README)") from None
-    path = data_dir / "secrets.key"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(Fernet.generate_key())
-    return MultiFernet([Fernet(path.read_bytes().strip())])
+    path = data_dir / KEY_FILE
+    try:
+        return MultiFernet([Fernet(path.read_bytes().strip())])
+    except FileNotFoundError:
+        raise SecretsError(f"no secrets key: set SECRETS_KEY, or run `genqueue migrate` once on a new "
+                           f"database (it writes {path})") from None
+    except (ValueError, TypeError):
+        raise SecretsError(f"{path} does not hold a Fernet key") from None
+
+
+def write_key_file(data_dir: Path) -> Path:
+    """Write a new key to data_dir/secrets.key (owner-only); FileExistsError if one is there."""
+    path = data_dir / KEY_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(Fernet.generate_key())
+    return path
+
+
+def opens(cipher: MultiFernet, token: str) -> bool:
+    """Whether one of the cipher's keys opens `token` (nothing is registered for log masking)."""
+    try:
+        cipher.decrypt(token.encode())
+    except InvalidToken:
+        return False
+    return True
 
 
 def normalize_fields(secret_fields: frozenset[str]) -> frozenset[str]:

@@ -10,6 +10,7 @@ a Replicate client, `genqueue keys` never touches Redis). Tests pass fakes for a
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genqueue.core.settings import Settings
@@ -111,6 +112,43 @@ class Root:
         s = self.settings
         return Intake(self.sessions, self.cipher, s.secret_field_names, self.enqueuer, s.job_deadline_seconds,
                       max_input_bytes=s.max_input_bytes)
+
+    # --- the database's schema and the key that opens its secrets -----------------------------------
+    def migrate(self) -> Path | None:
+        """Schema to head (Alembic). With no SECRETS_KEY and no key file, a new key file is written only
+        while the database holds no sealed secrets: a key made later could not open them. Returns the
+        new key file's path, or None; SecretsError when sealed secrets exist and no key is configured."""
+        from genqueue.core.crypto import KEY_FILE, SecretsError, write_key_file
+        from genqueue.models.jobs import newest_sealed
+        from genqueue.models.migrate import upgrade
+
+        upgrade(self.engine)
+        s = self.settings
+        if s.secrets_key or (s.data_dir / KEY_FILE).exists():
+            return None
+        with self.sessions() as session:
+            if newest_sealed(session) is not None:
+                raise SecretsError(
+                    f"jobs with sealed secrets exist but no key is configured: restore {s.data_dir / KEY_FILE} "
+                    "or set SECRETS_KEY to the key they were sealed with (a new key would not open them)")
+        try:
+            return write_key_file(s.data_dir)
+        except FileExistsError:  # another process's migrate wrote it meanwhile: use that one
+            return None
+
+    def check_secrets(self) -> None:
+        """Start-up check of a process that seals or opens secrets (API, worker): SecretsError, with
+        one clear sentence, when there is no key or the newest sealed job does not open with it."""
+        from genqueue.core.crypto import KEY_FILE, SecretsError, opens
+        from genqueue.models.jobs import newest_sealed
+
+        cipher = self.cipher
+        with self.sessions() as session:
+            newest = newest_sealed(session)
+        if newest is not None and not opens(cipher, newest[1]):
+            where = "SECRETS_KEY" if self.settings.secrets_key else str(self.settings.data_dir / KEY_FILE)
+            raise SecretsError(f"the secrets key in {where} does not open job {newest[0]}'s sealed secrets: "
+                               "set SECRETS_KEY (or GENQUEUE_DATA_DIR) to the key the jobs were sealed with")
 
     # --- process kinds -------------------------------------------------------------------------------
     def api_app(self) -> FastAPI:

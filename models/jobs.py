@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Row, Table, update
+from sqlalchemy import Row, Table, select, update
 from sqlalchemy.orm import Session
 
 from genqueue.models.base import utcnow
@@ -104,3 +104,13 @@ def finish_timings(job: Timeline, finished_at: datetime) -> dict[str, float | No
         "storage_time": _secs(job.detected_at, finished_at) if job.detected_at else None,
         "end_to_end_time": _secs(job.created_at, finished_at),
     }
+
+
+def newest_sealed(session: Session) -> tuple[str, str] | None:
+    """(id, sealed token) of the most recently created job that has sealed secrets, if any: the one a
+    process checks its key against at start-up (the newest was sealed with the current key)."""
+    row = session.execute(
+        select(JOBS.c.id, JOBS.c.input_sealed).where(JOBS.c.input_sealed.is_not(None))
+        .order_by(JOBS.c.created_at.desc()).limit(1)
+    ).one_or_none()
+    return (row.id, row.input_sealed) if row is not None else None

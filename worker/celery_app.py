@@ -13,7 +13,8 @@ from genqueue.worker.enqueue import FOLLOW_QUEUE, QUEUE
 if TYPE_CHECKING:
     from genqueue.worker.context import WorkerContext
 
-SWEEP_INTERVAL = 5.0  # seconds between sweeps (worker.services.sweep): one indexed query when all is well
+SWEEP_INTERVAL = 2.0  # seconds between sweeps (worker.services.sweep): one indexed query when all is well;
+# often enough that a lost step runs again within a few seconds of a fault clearing
 # Longest countdown any task is sent with (worker/tasks.py caps every follow-up to it; polls wait at most
 # lifecycle.policy.MAX_POLL_DELAY, the safety-net poll SAFETY_POLL). Redis redelivers an unacked
 # message after the visibility timeout, so that must be well above it, or delayed messages that are

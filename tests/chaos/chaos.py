@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import signal
@@ -34,13 +35,14 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import redis
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import selectinload
 
@@ -49,10 +51,10 @@ from genqueue.cli.stack import Child, Stack, free_port, genqueue_argv, wait_http
 from genqueue.core.settings import load_settings
 from genqueue.intake import JobRequest
 from genqueue.models.keys import Role, create_key
-from genqueue.models.migrate import upgrade
 from genqueue.models.status import TERMINAL_NAMES as TERMINAL
 from genqueue.models.tables import Job
 from genqueue.simulator.store import fingerprint
+from tests.support.aof_redis import AofRedis
 from tests.support.tcpproxy import TcpProxy
 
 VERSION = "jigsawstack/image-generation:43d5bce2e1c97fa1e7d8996187a85cd5c882787989091af3b135c7a16ca23b79"
@@ -86,6 +88,20 @@ class ChaosConfig:
     flushes: int = 1  # FLUSHDB the Redis DB index (Redis restarted with nothing persisted)
     restart_delay: float = 1.0
     pg_outage: float = 0.0  # seconds PostgreSQL refuses connections (workers reach it through a proxy)
+    # a redis-server of this run's own (append-only file on, appendfsync everysec, in the workdir)
+    # instead of DB index `redis_db` of the shared one; required by redis_restarts
+    private_redis: bool = False
+    redis_restarts: int = 0  # SIGTERM the private Redis (AOF flushed, every connection dropped), restart it
+    redis_down: float = 3.0  # ...this many seconds later, on the same port
+    beat_kills: int = 0  # SIGKILL the beat, then restart it beat_down seconds later
+    beat_down: float = 5.0
+    # while the beat is down also lose messages (FLUSHDB, and SIGKILL a worker, restarted restart_delay
+    # later): only the restarted beat's sweeps can recover those jobs
+    beat_kill_losses: bool = True
+    beats: int = 1  # 2 = a second beat started by mistake (own schedule file), running the whole time
+    # restart a worker or beat that exits on its own, restart_delay s later, as the deployment's
+    # supervisor does (docker-compose `restart: unless-stopped`); each one is reported
+    supervise: bool = True
     api_restarts: int = 0  # jobs are then submitted over HTTP; the API is SIGKILLed and restarted
     timeout: float = 600.0  # for all jobs to become terminal
     workdir: Path | None = None  # logs, outputs, SQLite file; default: a fresh temp dir
@@ -122,21 +138,34 @@ class Report:
     violations: list[str] = field(default_factory=list)
     workdir: str = ""
     stuck: dict[str, str] = field(default_factory=dict)
+    # every injection as {kind, start, clear} (seconds since the first wave; clear = the fault is over)
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    # per fault kind: jobs active at the fault (and still at its clear), time from the clear to their
+    # next progress (status change, or finished_at) -- see recovery_times()
+    recovery: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sweeps_sent: dict[str, int] = field(default_factory=dict)  # per beat, from its log
+    exited: list[str] = field(default_factory=list)  # processes that exited on their own (supervisor restarted)
 
     @property
     def ok(self) -> bool:
         return not self.violations
 
+    @property
+    def _private_redis(self) -> bool:
+        return bool(self.config.get("private_redis") or self.config.get("redis_restarts"))
+
     def summary(self) -> str:
         s = self.sim_stats
         lines = [
             f"chaos: {self.jobs} jobs, workers={self.config['workers']}x{self.config['concurrency']} "
-            f"db={self.config['db']} redis_db={self.config['redis_db']}",
+            f"db={self.config['db']} redis_db={self.config['redis_db']}"
+            f"{' (private redis-server, AOF on)' if self._private_redis else ''}",
             f"  drain time        {self.drain_seconds:.1f}s" if self.drain_seconds is not None
             else "  drain time        NOT DRAINED (timeout)",
             f"  statuses          {dict(sorted(self.statuses.items()))}",
             f"  error codes       {dict(sorted(self.error_codes.items()))}",
             f"  injected          {', '.join(self.injections) or 'nothing'}",
+            f"  exited on their own (restarted by the supervisor) {', '.join(self.exited) or 'none'}",
             f"  simulator         predictions={self.sim_predictions} creates={s.get('creates')} "
             f"creates_lost={s.get('creates_lost')} 429s={s.get('throttled_429')} "
             f"(fault={s.get('throttled_fault')}, rate={s.get('throttled_rate_limit')}) "
@@ -146,6 +175,17 @@ class Report:
             f"{self.recreated_after_lookup}",
             f"  create attempts per job {dict(sorted(self.attempts.items()))}",
             f"  duplicate predictions {self.duplicates}",
+        ]
+        if self.sweeps_sent:
+            lines.append(f"  sweeps sent       {self.sweeps_sent}")
+        for kind, r in self.recovery.items():
+            if r.get("n"):
+                lines.append(
+                    f"  recovery {kind:<14} n={r['n']} p50={r['p50']:.1f}s p95={r['p95']:.1f}s max={r['max']:.1f}s "
+                    f"(jobs active at the fault; {r['finished_during']} finished during it)")
+            else:
+                lines.append(f"  recovery {kind:<14} n=0 ({r['finished_during']} finished during it)")
+        lines += [
             f"  logs              {self.workdir}/logs",
             f"  VIOLATIONS        {len(self.violations)}",
         ]
@@ -238,11 +278,28 @@ class HttpSubmitter:
 # --- the run -----------------------------------------------------------------------------------
 
 
+def _kill_group(child: Child) -> None:
+    """SIGKILL a child's whole process group (main process and prefork children); wait until gone."""
+    pid = child.proc.pid if child.proc else None
+    child.signal(signal.SIGKILL)
+    if child.proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.proc.wait(10)
+    if pid is not None:
+        for _ in range(100):
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+
+
 class _Injector:
     """Fires the planned injections when the run's progress passes their thresholds."""
 
     def __init__(self, cfg: ChaosConfig, workers: list[Child], rclient: redis.Redis, report: Report,
-                 api: Child | None = None, proxy: TcpProxy | None = None) -> None:
+                 api: Child | None = None, proxy: TcpProxy | None = None, aof: AofRedis | None = None,
+                 beat: Child | None = None, progress: ProgressLog | None = None) -> None:
         plan: list[str] = []
         kills, flushes = cfg.kills, cfg.flushes
         while kills or flushes:  # interleave: kill, flush, kill, flush, ...
@@ -256,8 +313,14 @@ class _Injector:
             plan.insert(min(len(plan), 1 + 2 * i), "api")
         if proxy is not None and cfg.pg_outage > 0:
             plan.insert(len(plan) // 2, "pg")
+        for i in range(cfg.redis_restarts if aof is not None else 0):
+            plan.insert(min(len(plan), 2 * i), "redis")
+        for i in range(cfg.beat_kills if beat is not None else 0):
+            plan.insert(min(len(plan), 2 * i), "beat")
         self.api, self.proxy, self.pg_outage = api, proxy, cfg.pg_outage
-        self.pg_back_at: float | None = None
+        self.aof, self.beat, self.cfg = aof, beat, cfg
+        self.progress = progress or ProgressLog()
+        self.t0 = time.monotonic()  # the run's t=0 (kept in step by tick)
         n = len(plan)
         # thresholds between 10% and 60% of jobs terminal
         self.plan = [(0.10 + 0.50 * i / max(1, n - 1) if n > 1 else 0.3, what) for i, what in enumerate(plan)]
@@ -266,73 +329,202 @@ class _Injector:
         self.report = report
         self.restart_delay = cfg.restart_delay
         self.kill_count = 0
-        self.pending_restart: list[tuple[float, Child]] = []
+        # (due on the monotonic clock, action(elapsed)): restarts and other ends of a fault
+        self.pending: list[tuple[float, Any]] = []
+        self.supervised: list[Child] = []  # set by run(): workers and beats
+        self.restarting: set[str] = set()  # names with a restart pending
+
+    def _fault(self, kind: str, elapsed: float) -> dict[str, Any]:
+        active = self.progress.active()
+        f: dict[str, Any] = {"kind": kind, "start": round(elapsed, 2), "start_wall": time.time(),
+                             "clear": None, "clear_wall": None, "active": len(active)}
+        self.progress.active_at[len(self.report.faults)] = active
+        self.report.faults.append(f)
+        return f
+
+    def _clear(self, f: dict[str, Any]) -> float:
+        elapsed = time.monotonic() - self.t0
+        f["clear"], f["clear_wall"] = round(elapsed, 2), time.time()
+        return elapsed
+
+    def _restart_later(self, child: Child, delay: float, f: dict[str, Any]) -> None:
+        def restart(elapsed: float) -> None:
+            child.start()
+            self.restarting.discard(child.name)
+            elapsed = self._clear(f)
+            self.report.injections.append(f"t={elapsed:.1f}s restart {child.name}")
+
+        self.restarting.add(child.name)
+        self.pending.append((time.monotonic() + delay, restart))
+
+    def _supervise(self, elapsed: float) -> None:
+        for child in self.supervised:
+            if child.name in self.restarting or child.proc is None or child.proc.poll() is None:
+                continue
+            rc = child.proc.returncode
+            self.report.exited.append(f"t={elapsed:.1f}s {child.name} (rc={rc})")
+            self.restarting.add(child.name)
+
+            def restart(el: float, child: Child = child) -> None:
+                child.start()
+                child.restarts += 1
+                self.restarting.discard(child.name)
+
+            self.pending.append((time.monotonic() + self.restart_delay, restart))
 
     def tick(self, done_fraction: float, elapsed: float) -> None:
         now = time.monotonic()
-        if self.pg_back_at is not None and now >= self.pg_back_at and self.proxy is not None:
-            self.proxy.start()
-            self.pg_back_at = None
-            self.report.injections.append(f"t={elapsed:.1f}s PostgreSQL accepts connections again")
-        for due, child in list(self.pending_restart):
-            if now >= due:
-                child.start()
-                self.pending_restart.remove((due, child))
-                self.report.injections.append(f"t={elapsed:.1f}s restart {child.name}")
+        self.t0 = now - elapsed
+        for item in list(self.pending):
+            if now >= item[0]:
+                self.pending.remove(item)
+                item[1](elapsed)
+        if self.cfg.supervise:
+            self._supervise(elapsed)
         while self.plan and done_fraction >= self.plan[0][0]:
             _, what = self.plan.pop(0)
+            at = f"t={elapsed:.1f}s ({done_fraction:.0%} done)"
             if what == "pg" and self.proxy is not None:
-                self.proxy.down()
-                self.pg_back_at = now + self.pg_outage
-                self.report.injections.append(
-                    f"t={elapsed:.1f}s ({done_fraction:.0%} done) PostgreSQL refuses connections for "
-                    f"{self.pg_outage:.0f}s")
-                continue
-            if what == "api" and self.api is not None:
+                proxy = self.proxy
+                proxy.down()
+                f = self._fault("pg-outage", elapsed)
+
+                def back(el: float, f: dict[str, Any] = f, proxy: TcpProxy = proxy) -> None:
+                    proxy.start()
+                    el = self._clear(f)
+                    self.report.injections.append(f"t={el:.1f}s PostgreSQL accepts connections again")
+
+                self.pending.append((now + self.pg_outage, back))
+                self.report.injections.append(f"{at} PostgreSQL refuses connections for {self.pg_outage:.0f}s")
+            elif what == "api" and self.api is not None:
                 self.api.signal(signal.SIGKILL)
                 if self.api.proc is not None:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         self.api.proc.wait(10)
-                self.pending_restart.append((time.monotonic() + self.restart_delay, self.api))
-                self.report.injections.append(f"t={elapsed:.1f}s ({done_fraction:.0%} done) SIGKILL api")
-                continue
-            if what == "kill":
+                self._restart_later(self.api, self.restart_delay, self._fault("api-kill", elapsed))
+                self.report.injections.append(f"{at} SIGKILL api")
+            elif what == "kill":
                 child = self.workers[self.kill_count % len(self.workers)]
                 self.kill_count += 1
-                pid = child.proc.pid if child.proc else None
-                child.signal(signal.SIGKILL)
-                if child.proc is not None:
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        child.proc.wait(10)
-                # the pool children are in the same process group: wait until the group is gone
-                if pid is not None:
-                    for _ in range(100):
-                        try:
-                            os.killpg(pid, 0)
-                        except ProcessLookupError:
-                            break
-                        time.sleep(0.05)
+                _kill_group(child)
                 child.restarts += 1
-                self.pending_restart.append((time.monotonic() + self.restart_delay, child))
-                self.report.injections.append(
-                    f"t={elapsed:.1f}s ({done_fraction:.0%} done) SIGKILL {child.name} process group")
-            else:
+                self._restart_later(child, self.restart_delay, self._fault("worker-kill", elapsed))
+                self.report.injections.append(f"{at} SIGKILL {child.name} process group")
+            elif what == "flush":
                 keys = self.redis.dbsize()
                 self.redis.flushdb()
+                self._clear(self._fault("flushdb", elapsed))
+                self.report.injections.append(f"{at} FLUSHDB ({keys} keys dropped)")
+            elif what == "redis" and self.aof is not None:
+                aof = self.aof
+                keys = self.redis.dbsize()
+                aof.stop()  # SIGTERM: the AOF is fsynced, every client connection dropped
+                f = self._fault("redis-restart", elapsed)
+
+                def redis_back(el: float, f: dict[str, Any] = f, aof: AofRedis = aof) -> None:
+                    aof.start()  # same port, same dir: the AOF is replayed before it answers PING
+                    el = self._clear(f)
+                    self.redis.connection_pool.disconnect()
+                    kept = self.redis.dbsize()
+                    self.report.injections.append(
+                        f"t={el:.1f}s Redis back on port {aof.port} ({kept} keys loaded from the AOF)")
+
+                self.pending.append((time.monotonic() + self.cfg.redis_down, redis_back))
                 self.report.injections.append(
-                    f"t={elapsed:.1f}s ({done_fraction:.0%} done) FLUSHDB ({keys} keys dropped)")
+                    f"{at} SIGTERM Redis ({keys} keys in the DB; down {self.cfg.redis_down:.0f}s)")
+            elif what == "beat" and self.beat is not None:
+                _kill_group(self.beat)
+                self.beat.restarts += 1
+                f = self._fault("beat-kill", elapsed)
+                extra = ""
+                if self.cfg.beat_kill_losses:
+                    keys = self.redis.dbsize()
+                    self.redis.flushdb()
+                    child = self.workers[self.kill_count % len(self.workers)]
+                    self.kill_count += 1
+                    _kill_group(child)
+                    child.restarts += 1
+                    self._restart_later(child, self.restart_delay, self._fault("worker-kill", elapsed))
+                    extra = (f" + FLUSHDB ({keys} keys dropped) + SIGKILL {child.name} (only a sweep can "
+                             f"recover what they held)")
+                self._restart_later(self.beat, self.cfg.beat_down, f)
+                self.report.injections.append(f"{at} SIGKILL beat{extra}, restart in {self.cfg.beat_down:.0f}s")
 
     def finish(self, elapsed: float) -> None:
-        if self.pg_back_at is not None and self.proxy is not None:
-            self.proxy.start()
-            self.pg_back_at = None
-        for _, child in self.pending_restart:
-            child.start()
-            self.report.injections.append(f"t={elapsed:.1f}s restart {child.name}")
-        self.pending_restart.clear()
+        self.t0 = time.monotonic() - elapsed
+        for _, action in self.pending:
+            action(elapsed)
+        self.pending.clear()
 
 
-SWEEP_RE = re.compile(r"sweep re-enqueued (\d+) overdue jobs (\{.*\})")
+def _wall(dt: Any) -> float | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return float(dt.timestamp())
+
+
+class ProgressLog:
+    """Each job's status changes as seen from outside: sampled from the jobs table every loop, each
+    change timed by the row's own timestamps (finished_at for a terminal status, else updated_at,
+    which every write stamps), so the sampling interval does not blur it."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, str] = {}
+        self.events: dict[str, list[tuple[float, str]]] = {}
+        self.active_at: dict[int, list[str]] = {}  # fault index -> jobs non-terminal when it started
+
+    def sample(self, session: Any) -> dict[str, int]:
+        now = time.time()
+        rows = session.execute(select(Job.id, Job.status, Job.updated_at, Job.finished_at)).all()
+        for job_id, status, updated_at, finished_at in rows:
+            if self.status.get(job_id) == status:
+                continue
+            if job_id in self.status:
+                when = _wall(finished_at) if status in TERMINAL and finished_at is not None else _wall(updated_at)
+                self.events.setdefault(job_id, []).append((min(when or now, now), status))
+            self.status[job_id] = status
+        return dict(Counter(self.status.values()))
+
+    def active(self) -> list[str]:
+        return [j for j, st in self.status.items() if st not in TERMINAL]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """Nearest rank."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def recovery_times(faults: list[dict[str, Any]], log: ProgressLog) -> dict[str, dict[str, Any]]:
+    """Per fault kind: for every job that was active when the fault started and still active when it
+    cleared, (its next status change or finished_at after the clear) - (the clear)."""
+    out: dict[str, dict[str, Any]] = {}
+    for i, f in enumerate(faults):
+        if f["clear_wall"] is None:
+            continue
+        active = log.active_at.get(i, [])
+        r = out.setdefault(f["kind"], {"delays": [], "finished_during": 0})
+        for job_id in active:
+            events = log.events.get(job_id, [])
+            if any(t <= f["clear_wall"] and st in TERMINAL for t, st in events):
+                r["finished_during"] += 1
+                continue
+            after = [t for t, _ in events if t > f["clear_wall"]]
+            if after:
+                r["delays"].append(max(0.0, min(after) - f["clear_wall"]))
+    for r in out.values():
+        d = r.pop("delays")
+        r["n"] = len(d)
+        if d:
+            r.update(p50=_percentile(d, 0.50), p95=_percentile(d, 0.95), max=max(d),
+                     over_5s=sum(1 for x in d if x > 5), over_30s=sum(1 for x in d if x > 30))
+    return out
+
+
+# "sweep re-sent 35 overdue steps {'poll': 16, 'submit': 19} (18 lost)" (older: "re-enqueued ... jobs")
+SWEEP_RE = re.compile(r"sweep re-(?:sent|enqueued) (\d+) overdue (?:steps|jobs) (\{.*?\})")
 
 
 def _scan_logs(log_dir: Path, report: Report) -> None:
@@ -350,6 +542,9 @@ def _scan_logs(log_dir: Path, report: Report) -> None:
                 elif "no prediction found for an unanswered create" in line:
                     report.recreated_after_lookup += 1
     report.sweeper_requeued = dict(requeued)
+    for log in sorted(log_dir.glob("beat*.log")):
+        with log.open(errors="replace") as fh:
+            report.sweeps_sent[log.stem] = sum(1 for line in fh if "Sending due task sweep" in line)
 
 
 def _stored_sha(uri: str) -> str | None:
@@ -422,17 +617,23 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
     workdir = cfg.workdir or Path(tempfile.mkdtemp(prefix="genqueue-chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)
     report.workdir = str(workdir)
-    redis_url = f"{REDIS_BASE}/{cfg.redis_db}"
+    aof: AofRedis | None = None
+    if cfg.private_redis or cfg.redis_restarts > 0:
+        aof = AofRedis(workdir / "redis")
+        aof.start()
+        redis_url = f"{aof.url}/{cfg.redis_db}"
+    else:
+        redis_url = f"{REDIS_BASE}/{cfg.redis_db}"
     rclient = redis.Redis.from_url(redis_url)
     rclient.flushdb()
+    plog = ProgressLog()
     run_tag = uuid.uuid4().hex[:8]
     say = print if progress else (lambda *a, **k: None)
     sim: Child | None = None
-    proxy = None
+    proxy: TcpProxy | None = None
     try:
         with _database(cfg, workdir) as db_url:
             sim, sim_url = _start_simulator(cfg, workdir, dict(os.environ))
-            proxy: TcpProxy | None = None
             workers_db_url = db_url
             if cfg.pg_outage > 0 and cfg.db == "postgresql":
                 # genqueue's processes reach PostgreSQL through a proxy we can take down; this
@@ -449,13 +650,19 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
                 os.environ.clear()
                 os.environ.update(saved)
             root = Root(settings)  # the producer side, wired as the API wires it
-            upgrade(root.engine)
+            root.migrate()
             sessions, intake, celery = root.sessions, root.intake, root.celery
             t_start = time.monotonic()
             with Stack(env, workdir / "logs") as stack:
                 workers = [stack.add(f"worker-{i}", "worker", "--concurrency", str(cfg.concurrency))
                            for i in range(cfg.workers)]
-                stack.add("beat", "beat")
+                beat = stack.add("beat", "beat")
+                for k in range(1, cfg.beats):  # started by mistake: another host's beat, its own schedule file
+                    name = f"beat-{k + 1}"
+                    extra = Child(name, genqueue_argv("beat"), dict(env, GENQUEUE_DATA_DIR=str(workdir / name)),
+                                  workdir / "logs" / f"{name}.log")
+                    stack.children[name] = extra
+                    extra.start()
                 api: Child | None = None
                 http: HttpSubmitter | None = None
                 if cfg.api_restarts > 0:
@@ -466,7 +673,9 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
                     with sessions.begin() as s:
                         _, key = create_key(s, "chaos", Role.ADMIN)
                     http = HttpSubmitter(f"http://127.0.0.1:{port}", key, deadline=t_start + cfg.timeout)
-                injector = _Injector(cfg, workers, rclient, report, api=api, proxy=proxy)
+                injector = _Injector(cfg, workers, rclient, report, api=api, proxy=proxy, aof=aof, beat=beat,
+                                     progress=plog)
+                injector.supervised = [*workers, *(c for n, c in stack.children.items() if n.startswith("beat"))]
                 requests = [_request(run_tag, i) for i in range(cfg.jobs)]
                 full_inputs: dict[str, dict[str, Any]] = {}
                 ids: list[str] = []
@@ -495,7 +704,7 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
                         wave += 1
                         next_wave_at = now + cfg.wave_interval
                     with sessions() as s:
-                        counts = dict(s.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+                        counts = plog.sample(s)
                     done = sum(counts.get(t, 0) for t in TERMINAL)
                     elapsed = now - t0
                     injector.tick(done / cfg.jobs, elapsed)
@@ -503,7 +712,7 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
                         last_line = now
                         say(f"[{elapsed:6.1f}s] {done}/{cfg.jobs} terminal {dict(sorted(counts.items()))}",
                             flush=True)
-                    if done == cfg.jobs and len(ids) == cfg.jobs and not injector.pending_restart:
+                    if done == cfg.jobs and len(ids) == cfg.jobs and not injector.pending:
                         report.drain_seconds = elapsed
                         break
                     if now > deadline:
@@ -534,13 +743,18 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
                 report.violations.append(f"not all jobs terminal after {cfg.timeout:.0f}s: {counts}")
             verify(jobs_list, records, full_inputs, report)
             _scan_logs(workdir / "logs", report)
+            report.recovery = recovery_times(report.faults, plog)
     finally:
         if proxy is not None:
             proxy.down()
         if sim is not None:
             sim.stop()
-        rclient.flushdb()
-        rclient.close()
+        if aof is not None:
+            rclient.close()
+            aof.stop()  # the AOF stays in the workdir
+        else:
+            rclient.flushdb()
+            rclient.close()
     return report
 
 
@@ -562,6 +776,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flushes", type=int, default=d.flushes)
     ap.add_argument("--pg-outage", type=float, default=d.pg_outage, help="seconds PostgreSQL refuses connections")
     ap.add_argument("--api-restarts", type=int, default=d.api_restarts, help="submit over HTTP; SIGKILL the API")
+    ap.add_argument("--private-redis", action="store_true",
+                    help="a redis-server of the run's own with AOF on (implied by --redis-restarts)")
+    ap.add_argument("--redis-restarts", type=int, default=d.redis_restarts,
+                    help="SIGTERM the private Redis (connections dropped) and restart it on the same port")
+    ap.add_argument("--redis-down", type=float, default=d.redis_down, help="seconds Redis stays down")
+    ap.add_argument("--beat-kills", type=int, default=d.beat_kills, help="SIGKILL beat, restart it --beat-down s later")
+    ap.add_argument("--beat-down", type=float, default=d.beat_down)
+    ap.add_argument("--no-beat-kill-losses", dest="beat_kill_losses", action="store_false",
+                    help="do not FLUSHDB and SIGKILL a worker while the beat is down")
+    ap.add_argument("--beats", type=int, default=d.beats, help="2 = a second beat started by mistake")
     ap.add_argument("--timeout", type=float, default=d.timeout)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--keep-db", action="store_true")

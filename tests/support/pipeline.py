@@ -21,7 +21,6 @@ from genqueue.bootstrap import Root
 from genqueue.cli.stack import Stack
 from genqueue.core.settings import Settings, load_settings
 from genqueue.intake import Intake, JobRequest
-from genqueue.models.migrate import upgrade
 from genqueue.models.status import TERMINAL_NAMES as TERMINAL
 from genqueue.models.tables import Job
 from genqueue.worker.enqueue import Enqueuer
@@ -119,7 +118,7 @@ def pipeline(tmp: Path, db_url: str, redis_url: str, sim_url: str, *, concurrenc
         os.environ.clear()
         os.environ.update(saved)
     root = Root(settings)  # the producer side, wired as the API wires it
-    upgrade(root.engine)
+    root.migrate()
     with Stack(env, tmp / "logs") as stack:
         stack.add("worker", "worker", "--concurrency", str(concurrency), "--pool", pool)
         if beat:

@@ -9,7 +9,6 @@ from typing import Any
 from genqueue.bootstrap import Root
 from genqueue.core.settings import load_settings
 from genqueue.intake import JobRequest
-from genqueue.models.migrate import upgrade
 from genqueue.worker.context import WorkerContext
 from tests.support.fakes import RecordingEnqueuer
 
@@ -25,7 +24,7 @@ def worker_context(tmp_path: Path, db_url: str, redis_url: str, *, threads: bool
                                                 "GENQUEUE_DATA_DIR": tmp_path,
                                                 "STORAGE_URL": f"file://{tmp_path}/out", **env})
     root = Root(settings, db_pool_size=4, enqueuer=RecordingEnqueuer())
-    upgrade(root.engine)
+    root.migrate()
     return root.worker_context(threads=threads)
 
 

@@ -7,7 +7,16 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from genqueue.core.crypto import MASK, SecretsError, decrypt_secrets, encrypt_secrets, load_cipher, masked_input, rotate
+from genqueue.core.crypto import (
+    MASK,
+    SecretsError,
+    decrypt_secrets,
+    encrypt_secrets,
+    load_cipher,
+    masked_input,
+    rotate,
+    write_key_file,
+)
 from genqueue.core.settings import ConfigError, load_settings
 from genqueue.intake.requests import JobRequest
 from genqueue.intake.schemas import validate_jigsawstack
@@ -79,11 +88,17 @@ def test_secrets_sealed_rotated_and_masked(tmp_path: Path) -> None:
     assert masked_input({"prompt": "p"}, ["api_key"]) == {"prompt": "p", "api_key": MASK}
 
 
-def test_generated_key_file_is_private_and_reused(tmp_path: Path) -> None:
+def test_a_missing_key_is_an_error_and_a_written_one_is_private_and_reused(tmp_path: Path) -> None:
+    with pytest.raises(SecretsError, match=r"no secrets key.*genqueue migrate"):
+        load_cipher(None, tmp_path)  # never silently made: it would not open sealed jobs
+    assert not (tmp_path / "secrets.key").exists()
+    write_key_file(tmp_path)
     a = load_cipher(None, tmp_path)
     token = encrypt_secrets(a, {"api_key": "x"})
     assert (tmp_path / "secrets.key").stat().st_mode & 0o077 == 0
     assert decrypt_secrets(load_cipher(None, tmp_path), token) == {"api_key": "x"}
+    with pytest.raises(FileExistsError):
+        write_key_file(tmp_path)  # never overwritten
 
 
 def test_ids_sort_by_creation() -> None:

@@ -11,7 +11,7 @@ import logging
 from genqueue.models.base import utcnow
 from genqueue.worker.context import WorkerContext
 from genqueue.worker.lifecycle import follow as rules
-from genqueue.worker.lifecycle.decision import NOTHING, Decision, Next, Step, retry_delay
+from genqueue.worker.lifecycle.decision import NOTHING, Decision, Next, Step, retry_delay, wait
 from genqueue.worker.replicate import PermanentError, Prediction, TransientError
 from genqueue.worker.services.writes import commit, load
 
@@ -29,7 +29,9 @@ def poll(ctx: WorkerContext, job_id: str) -> Next:
     budget = ctx.limiter.acquire("read")
     if budget > 0:
         ctx.recorder.limiter_wait("read", budget)
-        return Next(Step.POLL, budget)  # the check time stays: this chain is the one that owns it
+        # The check time moves with the wait: a job waiting for the read budget is not overdue, so
+        # the sweeper does not take it for lost and add a second chain.
+        return commit(ctx, job, wait(job, Step.POLL, budget, utcnow()))
     assert job.prediction_get_url is not None  # before_look looks only at jobs that have one
     try:
         if look is rules.Look.CANCEL:
@@ -40,7 +42,7 @@ def poll(ctx: WorkerContext, job_id: str) -> Next:
     except TransientError as exc:
         if exc.status_code == 429:
             ctx.limiter.pause("read", exc.retry_after or 1.0)
-        return Next(Step.POLL, exc.retry_after or retry_delay())
+        return commit(ctx, job, wait(job, Step.POLL, exc.retry_after or retry_delay(), utcnow()))
     except PermanentError as exc:
         return commit(ctx, job, rules.read_refused(job, exc.status_code, str(exc), utcnow()))
     return commit(ctx, job, rules.observed(job, p, utcnow(), ctx.policy, ctx.durations.expected(job.model)))

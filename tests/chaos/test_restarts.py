@@ -1,0 +1,71 @@
+"""Restarts the other chaos tests do not cover (tests/chaos/chaos.py does the work):
+
+* Redis really restarted: SIGTERM (the append-only file is flushed), every client connection
+  dropped, started again on the same port a few seconds later;
+* the beat SIGKILLed, and while it is down Redis flushed and a worker SIGKILLed; the beat restarted
+  5 s later: only its sweeps can recover what they held;
+* two beats by mistake (the sweeper runs twice as often) while a worker is killed and Redis flushed.
+
+Each run is checked job by job against the simulator (terminal, correct, one prediction per job), and
+reports the recovery time per fault kind: for jobs active when the fault hit, the time from the fault's
+clear to their next status change or finished_at. That figure is printed, not asserted (noisy machine).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chaos.chaos import ChaosConfig, Report, run
+from tests.chaos.test_chaos import _check
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+# Each run has a redis-server of its own (AOF on), so no DB index of the shared one is needed.
+COMMON: dict[str, Any] = dict(
+    jobs=80, workers=2, concurrency=4, db="postgresql", private_redis=True, predict_seconds=0.5,
+    start_delay=0.2, jitter=0.3, fail_rate=0.05, fault_429=0.10, fault_5xx=0.05, fault_drop=0.02,
+    fault_first_download=0.05, kills=0, flushes=0, timeout=240,
+)
+
+
+def _check_outcomes(report: Report, cfg: ChaosConfig) -> None:
+    _check(report)
+    assert report.statuses.get("succeeded", 0) + report.statuses.get("failed", 0) == cfg.jobs
+    assert set(report.error_codes) <= {"prediction_failed"}
+
+
+def _recovered(report: Report, kind: str) -> None:
+    rec = report.recovery.get(kind)
+    assert rec is not None, report.faults
+    assert rec["n"] + rec["finished_during"] > 0, rec  # the fault hit jobs in flight
+
+
+def test_redis_restart_with_connections_dropped_loses_nothing(tmp_path: Path) -> None:
+    cfg = ChaosConfig(**COMMON, redis_restarts=1, redis_down=3.0, workdir=tmp_path)
+    report = run(cfg)
+    _check_outcomes(report, cfg)
+    assert any("SIGTERM Redis" in i for i in report.injections)
+    assert any("Redis back" in i for i in report.injections)
+    _recovered(report, "redis-restart")
+
+
+def test_beat_killed_and_restarted_while_messages_are_lost(tmp_path: Path) -> None:
+    cfg = ChaosConfig(**COMMON, beat_kills=1, beat_down=5.0, beat_kill_losses=True, workdir=tmp_path)
+    report = run(cfg)
+    _check_outcomes(report, cfg)
+    assert any("SIGKILL beat" in i for i in report.injections)
+    assert any("restart beat" in i for i in report.injections)
+    _recovered(report, "beat-kill")
+    assert sum(report.sweeper_requeued.values()) > 0  # the restarted beat's sweeps did the recovering
+
+
+def test_two_beats_sweep_twice_as_often_and_create_nothing_twice(tmp_path: Path) -> None:
+    cfg = ChaosConfig(**{**COMMON, "kills": 1, "flushes": 1}, beats=2, workdir=tmp_path)
+    report = run(cfg)
+    _check_outcomes(report, cfg)
+    assert set(report.sweeps_sent) == {"beat", "beat-2"}
+    assert all(n > 0 for n in report.sweeps_sent.values()), report.sweeps_sent
+    assert sum(report.sweeper_requeued.values()) > 0
