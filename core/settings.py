@@ -32,7 +32,7 @@ REMOVED = {
     "GENQUEUE_DB_POOL_SIZE": "each worker process keeps 2 SQL connections (--pool threads: one per thread, "
                              "at most 16)",
     "GENQUEUE_MAX_DELIVERIES": "a job whose step kills its worker 8 times fails as too_many_deliveries",
-    "GENQUEUE_SWEEP_INTERVAL": "the sweeper runs every 5 s",
+    "GENQUEUE_SWEEP_INTERVAL": "the sweeper runs every 2 s",
     "GENQUEUE_STUCK_AFTER": "a step 30 s overdue is considered lost and sent again",
     "GENQUEUE_EMBEDDED_REDIS": "`up` and `demo` start a Redis only when REDIS_URL is not set and none answers",
 }

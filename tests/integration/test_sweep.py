@@ -21,9 +21,9 @@ def _ctx(tmp_path: Path, db_url: str, redis_url: str) -> Any:  # Any: its enqueu
     return worker_context(tmp_path, db_url, redis_url)
 
 
-def _job(ctx: WorkerContext, status: str, overdue: bool) -> str:
+def _job(ctx: WorkerContext, status: str, overdue: bool, by: float = 600) -> str:
     job_id = new_job(ctx)
-    when = utcnow() - timedelta(seconds=600 if overdue else 0)
+    when = utcnow() - timedelta(seconds=by if overdue else 0)
     with ctx.sessions.begin() as s:
         s.execute(update(Job).where(Job.id == job_id).values(status=status, next_check_at=when))
     return job_id
@@ -69,3 +69,21 @@ def test_storing_backlog_in_the_store_queue_is_not_resent(tmp_path: Path, db_url
     client.delete("genqueue.store")
     assert sweep(ctx).total == 2
     assert sorted(ctx.enqueuer.sent) == sorted(("store", j) for j in storing)
+
+
+def test_a_step_seconds_overdue_and_not_in_its_queue_is_resent_at_once_without_counting(
+        tmp_path: Path, db_url: str, redis_url: str) -> None:
+    """Recovery in seconds: a step 3 s overdue (not yet STUCK_AFTER) is re-sent when its queue's list
+    cannot hold its message, the most overdue first, and only a 30 s overdue one counts as lost."""
+    ctx = _ctx(tmp_path, db_url, redis_url)
+    older = _job(ctx, "running", overdue=True, by=4)
+    newer = _job(ctx, "running", overdue=True, by=3)
+    barely = _job(ctx, "running", overdue=True, by=0.5)  # not overdue enough: a step may run a bit late
+    client = redis.Redis.from_url(redis_url)
+    client.rpush("genqueue.follow", b"msg")  # one message waits: it may be one of the two
+    assert sweep(ctx).total == 1 and ctx.enqueuer.sent == [("poll", older)]
+    client.delete("genqueue.follow")
+    ctx.enqueuer.sent.clear()
+    assert sweep(ctx).total == 1 and ctx.enqueuer.sent == [("poll", newer)]
+    with ctx.sessions() as s:
+        assert [s.get(Job, j).deliveries for j in (older, newer, barely)] == [0, 0, 0]

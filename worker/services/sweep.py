@@ -3,10 +3,10 @@
 `next_check_at` on an active job is when its next step should run. A job whose check is overdue by
 more than STUCK_AFTER lost its message (Redis restarted empty, a worker died with it, an enqueue
 failed): the sweeper sends the step again, and that counts as a delivery. Recovery does not wait that
-long: a step overdue by FAST_RESEND while nothing waits in its queue's list is sent again at once,
-without counting a delivery. Nothing waiting and overdue means either the message is gone or a busy
-worker still holds it; in the second case the duplicate is dropped by the step's own rules (it arrives
-before the check time the live chain wrote, or finds the job past its step). Steps are idempotent and
+long: a step overdue by FAST_RESEND whose message is surely not waiting in its queue's list is sent
+again at once, without counting a delivery. Overdue and not waiting means either the message is gone
+or a busy worker still holds it; in the second case the duplicate is dropped by the step's own rules
+(it arrives before the check time the live chain wrote, or finds the job past its step). Steps are idempotent and
 guarded by compare-and-set, so a duplicate message is harmless. With a follow strategy that sends no
 poll messages (webhooks), a running job's safety-net poll is due as soon as its next_check_at passes,
 and the sweeper sends it.
@@ -55,10 +55,11 @@ class SweepReport:
         return sum(self.requeued.values())
 
 
-def _resendable(ctx: WorkerContext, rows: list[Any], now: datetime) -> list[Any]:
-    """Of the overdue rows, those whose message looks lost. Per step: a list at least as long as its
-    overdue jobs means the workers are behind (nothing is re-sent); otherwise the jobs STUCK_AFTER
-    overdue are, and while the list is empty also those only FAST_RESEND overdue."""
+def _resendable(ctx: WorkerContext, rows: list[Any]) -> list[Any]:
+    """Of the overdue rows, those whose message is surely not waiting in its queue. Per step: the list
+    holds `waiting` messages, so at least `overdue - waiting` of the overdue jobs have none there; the
+    most overdue of them are taken (a list at least as long as the overdue jobs: the workers are
+    behind, and nothing is re-sent)."""
     out: list[Any] = []
     for step, queue in _QUEUE_FOR_STEP.items():
         overdue = [r for r in rows if STEP_FOR_STATUS[JobStatus(r.status)] is step]
@@ -68,11 +69,8 @@ def _resendable(ctx: WorkerContext, rows: list[Any], now: datetime) -> list[Any]
             waiting = int(ctx.redis.llen(queue))
         except redis.RedisError:
             waiting = 0
-        if waiting >= len(overdue):
-            continue
-        # Without poll messages (webhooks) a running job's due check is the safety-net poll itself.
-        safety_net = step is Step.POLL and not ctx.policy.follow.sends_polls
-        out += [r for r in overdue if waiting == 0 or safety_net or _is_lost(r, now)]
+        overdue.sort(key=lambda r: (r.next_check_at is not None, r.next_check_at))
+        out += overdue[:max(0, len(overdue) - waiting)]
     return out
 
 
@@ -92,7 +90,7 @@ def sweep(ctx: WorkerContext, *, batch: int = 2000) -> SweepReport:
             .where(JOBS.c.status.in_([s.value for s in STEP_FOR_STATUS]), _due(ctx, now))
             .limit(batch)
         ).all()
-        rows = _resendable(ctx, list(rows), now)
+        rows = _resendable(ctx, list(rows))
         if not rows:
             return report
         # Push the check forward first, so the next sweep doesn't re-send while these are in flight.
