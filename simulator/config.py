@@ -33,6 +33,9 @@ class SimConfig:
     # --- auth -------------------------------------------------------------------------------
     tokens: set[str] = field(default_factory=lambda: {DEFAULT_TOKEN})
     """Accepted bearer tokens; an empty set accepts any token (a header is still required)."""
+    admin_token: str | None = None
+    """Bearer token for the ``/_sim/`` routes. Unset: they answer loopback clients only (the
+    simulator's own machine: tests, the demo); set: every client must send it, loopback included."""
     accept_any_version: bool = False
     """Accept any 64-hex version id (model reported as ``sim/any``) besides the known ones."""
     public_base_url: str | None = None
@@ -136,11 +139,12 @@ class SimConfig:
         return data
 
     def public_dict(self) -> dict[str, Any]:
-        """What `/_sim/config` shows: the knobs, never the accepted tokens or the signing secret (the
-        admin routes are unauthenticated, and a caller that set them already knows them)."""
+        """What `/_sim/config` shows: the knobs, never the accepted tokens, the signing secret or the
+        admin token (whoever set them already knows them)."""
         data = self.to_dict()
         data["tokens"] = f"{len(self.tokens)} configured"
         data["webhook_secret"] = "***"
+        data["admin_token"] = "***" if self.admin_token else None
         return data
 
     def create_capacity(self) -> float:

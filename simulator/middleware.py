@@ -7,6 +7,8 @@ handler can ask for its answer to be dropped by setting ``scope["sim.drop"] = Tr
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -57,6 +59,25 @@ class SimMiddleware:
         tokens = self.sim.config.tokens
         return token if not tokens or token in tokens else None
 
+    def admin_refusal(self, scope: Scope) -> str | None:
+        """Why a `/_sim/` request is refused (None: allowed). The admin routes show every prediction
+        and change faults and limits, so they are not open to the network: with `admin_token` set
+        they need it, otherwise they answer loopback clients only."""
+        expected = self.sim.config.admin_token
+        if expected:
+            auth = _header(scope, b"authorization") or ""
+            scheme, _, token = auth.strip().partition(" ")
+            if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode()):
+                return None
+            return "the /_sim/ routes need Authorization: Bearer <admin_token>"
+        client = scope.get("client")
+        try:
+            if client and ipaddress.ip_address(client[0]).is_loopback:
+                return None
+        except ValueError:
+            pass
+        return "the /_sim/ routes answer loopback clients only; set admin_token to reach them remotely"
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -65,6 +86,11 @@ class SimMiddleware:
         endpoint = endpoint_name(method, path)
         stats = self.sim.stats
         if path.startswith("/_sim/"):
+            refusal = self.admin_refusal(scope)
+            if refusal is not None:  # before any of the body is read
+                body = dumps({"title": "Unauthenticated", "detail": refusal, "status": 401})
+                await _send_simple(send, 401, body, PROBLEM, [(b"www-authenticate", b"Bearer")])
+                return
             await self.app(scope, receive, send)
             return
         status: dict[str, int] = {}

@@ -1,4 +1,5 @@
-"""Introspection and control under ``/_sim/`` (no auth): what the simulator really did."""
+"""Introspection and control under ``/_sim/`` (loopback clients, or the admin token: see
+`SimMiddleware.admin_refusal`): what the simulator really did."""
 
 from __future__ import annotations
 

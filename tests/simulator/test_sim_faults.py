@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
 import pytest
-from sim_helpers import AUTH, GOOD_INPUT, MakeSim, create
+from sim_helpers import AUTH, FAST, GOOD_INPUT, MakeSim, create
 
+from genqueue.simulator.app import create_app
+from genqueue.simulator.config import SimConfig
 from genqueue.simulator.server import SimHandle
 
 
@@ -131,9 +134,48 @@ def test_many_in_flight_is_cheap(make_sim: MakeSim) -> None:
 
 
 def test_config_endpoint_shows_no_token_or_signing_secret(sim: SimHandle) -> None:
-    # /_sim/ has no auth: it must not hand out what authenticates to the simulator or signs its webhooks.
+    # /_sim/ must not hand out what authenticates to the simulator or signs its webhooks.
     for resp in (httpx.get(f"{sim.base_url}/_sim/config"),
                  httpx.post(f"{sim.base_url}/_sim/config", json={"fault_drop": 0.0})):
         assert resp.status_code == 200
         assert "r8_sim_fake_token" not in resp.text and "whsec_" not in resp.text
         assert resp.json()["webhook_secret"] == "***"
+
+
+def test_admin_routes_need_the_admin_token_when_one_is_set(make_sim: MakeSim) -> None:
+    sim = make_sim(admin_token="sim_admin_fake_token")
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer r8_sim_fake_token"}):
+        resp = httpx.get(f"{sim.base_url}/_sim/stats", headers=headers)
+        assert resp.status_code == 401 and "admin_token" in resp.json()["detail"], headers
+    ok = {"Authorization": "Bearer sim_admin_fake_token"}
+    assert httpx.get(f"{sim.base_url}/_sim/stats", headers=ok).status_code == 200
+    shown = httpx.get(f"{sim.base_url}/_sim/config", headers=ok).json()
+    assert shown["admin_token"] == "***"
+
+
+def test_without_an_admin_token_admin_routes_answer_loopback_clients_only() -> None:
+    """A peer off this machine (here an ASGI client address from TEST-NET-3) gets 401 before its body
+    is read; the prediction records, faults and limits stay out of its reach."""
+    app = create_app(SimConfig(**FAST))
+    reads = 0
+
+    async def call(client: tuple[str, int]) -> int:
+        nonlocal reads
+        sent: list[dict[str, object]] = []
+
+        async def receive() -> dict[str, object]:
+            nonlocal reads
+            reads += 1
+            return {"type": "http.request", "body": b'{"fault_drop": 1.0}', "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/_sim/config", "raw_path": b"/_sim/config",
+                 "query_string": b"", "headers": [(b"content-type", b"application/json")], "client": client,
+                 "server": ("127.0.0.1", 5001), "scheme": "http", "http_version": "1.1", "root_path": ""}
+        await app(scope, receive, send)  # type: ignore[arg-type]
+        return int(sent[0]["status"])  # type: ignore[call-overload]
+
+    assert asyncio.run(call(("203.0.113.7", 40000))) == 401 and reads == 0
+    assert asyncio.run(call(("127.0.0.1", 40000))) == 200 and reads == 1
