@@ -156,11 +156,12 @@ class Root:
 
         return create_app(self)
 
-    def worker_context(self, *, threads: bool = False) -> WorkerContext:
-        """`threads`: the process runs steps on threads (Prefer: wait on creates of quick models)."""
+    def worker_context(self, *, threads: bool = False, worker_id: str | None = None) -> WorkerContext:
+        """`threads`: the process runs steps on threads (Prefer: wait on creates of quick models);
+        `worker_id`: the heartbeat id its claims record."""
         from genqueue.worker.context import build_context
 
-        return build_context(self, threads=threads)
+        return build_context(self, threads=threads, worker_id=worker_id)
 
     def close(self) -> None:
         """Release what was built (engine pool, Redis connections); pieces never built stay unbuilt."""

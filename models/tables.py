@@ -50,6 +50,9 @@ class Job(Base):
     # Set by a cancel request on a job that is already on Replicate; the cancel task acts on it.
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
+    # 0004: the worker (`worker_heartbeats.id`) whose claim is the current one; see models/heartbeats.py.
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+
     # Replicate's side, recorded as soon as the create answers.
     prediction_id: Mapped[str | None] = mapped_column(String(64))
     prediction_status: Mapped[str | None] = mapped_column(String(16))
@@ -121,3 +124,14 @@ class JobOutput(Base):
     stored_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="outputs")
+
+
+class WorkerHeartbeat(Base):
+    """0004: one row per running worker process that claims jobs (its main process beats for its pool
+    children). Times are seconds since the epoch by the database's clock, never a worker's."""
+
+    __tablename__ = "worker_heartbeats"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    beat_at: Mapped[float] = mapped_column(Float)
+    since: Mapped[float] = mapped_column(Float)  # the start of its current unbroken run of beats

@@ -55,6 +55,29 @@ class _FileChunks(Iterator[bytes]):
         self.close()
 
 
+def _error(what: str, exc: OSError) -> StorageError:
+    """A failed write, its cause kept apart from the path (see StorageError.reason)."""
+    return StorageError(f"{what}: {exc.strerror}", reason=exc.strerror)
+
+
+@contextlib.contextmanager
+def _temporary(fd: int, path: Path) -> Iterator[BinaryIO]:
+    """The temporary file as a buffered writer. After a failure it is closed without raising: its
+    buffer may still hold bytes the disk refused (ENOSPC at flush), and close() would try them again
+    and raise a bare OSError over the StorageError that says what happened; the file is discarded."""
+    fh = os.fdopen(fd, "wb")
+    try:
+        yield fh
+    except BaseException:
+        with contextlib.suppress(OSError):
+            fh.close()  # closes the descriptor even when its flush fails
+        raise
+    try:
+        fh.close()
+    except OSError as exc:
+        raise _error(f"write to {path} failed", exc) from exc
+
+
 class LocalStorage:
     """Objects stored as files below ``root`` (created if missing)."""
 
@@ -79,26 +102,26 @@ class LocalStorage:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
         except OSError as exc:
-            raise StorageError(f"cannot write to {path.parent}: {exc.strerror}") from exc
+            raise _error(f"cannot write to {path.parent}", exc) from exc
         counter = HashingCounter()
         try:
-            with os.fdopen(fd, "wb") as fh:
+            with _temporary(fd, path) as fh:
                 for chunk in chunks:  # errors from the producer propagate unchanged
                     counter.update(chunk)
                     try:
                         fh.write(chunk)
                     except OSError as exc:
-                        raise StorageError(f"write to {path} failed: {exc.strerror}") from exc
+                        raise _error(f"write to {path} failed", exc) from exc
                 try:
                     fh.flush()
                     os.fchmod(fh.fileno(), _FILE_MODE)
                     os.fsync(fh.fileno())
                 except OSError as exc:
-                    raise StorageError(f"write to {path} failed: {exc.strerror}") from exc
+                    raise _error(f"write to {path} failed", exc) from exc
             try:
                 os.replace(tmp_name, path)
             except OSError as exc:
-                raise StorageError(f"cannot move object into place at {path}: {exc.strerror}") from exc
+                raise _error(f"cannot move object into place at {path}", exc) from exc
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)

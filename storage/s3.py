@@ -10,6 +10,7 @@ uploads nothing at all.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -70,6 +71,10 @@ def build_s3_client(
 
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _spool_error(uri: str, exc: OSError) -> StorageError:
+    return StorageError(f"spooling {uri} to a temporary file failed: {exc.strerror}", reason=exc.strerror)
 
 
 class _BodyChunks(Iterator[bytes]):
@@ -160,7 +165,9 @@ class S3Storage:
         return text
 
     def _fail(self, action: str, where: str, exc: Exception) -> StorageError:
-        return StorageError(self._redact(f"S3 {action} {where} failed ({self._endpoint()}): {exc}"))
+        reason = _error_code(exc) if isinstance(exc, ClientError) else ""
+        return StorageError(self._redact(f"S3 {action} {where} failed ({self._endpoint()}): {exc}"),
+                            reason=reason or type(exc).__name__)
 
     def _endpoint(self) -> str:
         return self.endpoint_url or "AWS default endpoint"
@@ -172,14 +179,18 @@ class S3Storage:
         uri = self._uri(full_key)
         content_type = content_type or DEFAULT_CONTENT_TYPE
         counter = HashingCounter()
-        with tempfile.SpooledTemporaryFile(max_size=self._spool_max_bytes, dir=self._spool_dir) as spool:
+        spool = tempfile.SpooledTemporaryFile(max_size=self._spool_max_bytes, dir=self._spool_dir)  # noqa: SIM115 - see finally
+        try:
             for chunk in chunks:  # errors from the producer propagate unchanged; nothing uploaded
                 counter.update(chunk)
                 try:
                     spool.write(chunk)
                 except OSError as exc:
-                    raise StorageError(f"spooling {uri} to a temporary file failed: {exc.strerror}") from exc
-            spool.seek(0)
+                    raise _spool_error(uri, exc) from exc
+            try:
+                spool.seek(0)  # flushes what a rolled-over spool still buffers: ENOSPC can surface here
+            except OSError as exc:
+                raise _spool_error(uri, exc) from exc
             try:
                 self._client.upload_fileobj(
                     spool,
@@ -193,6 +204,11 @@ class S3Storage:
                 )
             except (BotoCoreError, ClientError, OSError) as exc:
                 raise self._fail("upload of", uri, exc) from exc
+        finally:
+            # The spool is only scratch space: a close that retries a refused flush (disk full) must
+            # not replace the StorageError above with a bare OSError.
+            with contextlib.suppress(OSError):
+                spool.close()
         return StoredObject(
             key=key, uri=uri, size=counter.size, sha256=counter.hexdigest, content_type=content_type
         )

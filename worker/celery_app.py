@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from genqueue.core.settings import Settings
 from genqueue.worker.enqueue import FOLLOW_QUEUE, QUEUE
@@ -78,6 +78,7 @@ def make_worker_app(settings: Settings, *, pool: str = "prefork", concurrency: i
     in the main process for the threads and solo pools."""
     from genqueue.bootstrap import Root
     from genqueue.worker import tasks
+    from genqueue.worker.heartbeat import Heartbeat, new_worker_id
 
     app = WorkerApp("genqueue", broker=settings.redis_url)
     configure(app, settings)
@@ -87,8 +88,16 @@ def make_worker_app(settings: Settings, *, pool: str = "prefork", concurrency: i
     # finding every connection busy waits its turn (a step holds a session for a few ms).
     db_pool = min(concurrency, 16) if threads else 2
 
-    def build(**_: Any) -> None:
-        app.worker_context = Root(settings, db_pool_size=db_pool, celery=app).worker_context(threads=threads)
+    # One id per worker (its main process, which prefork children inherit): their claims record it,
+    # and the main process beats for all of them once it is ready (after the pool has forked).
+    worker_id = new_worker_id()
+    heartbeat = Heartbeat(settings.effective_database_url, worker_id)
 
+    def build(**_: Any) -> None:
+        app.worker_context = Root(settings, db_pool_size=db_pool, celery=app).worker_context(
+            threads=threads, worker_id=worker_id)
+
+    worker_ready.connect(lambda **_: heartbeat.start(), weak=False)
+    worker_shutdown.connect(lambda **_: heartbeat.stop(), weak=False)
     worker_process_init.connect(build, weak=False) if pool == "prefork" else worker_init.connect(build, weak=False)
     return app

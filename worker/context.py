@@ -75,6 +75,7 @@ class WorkerContext:
     durations: Durations
     cipher: MultiFernet
     redis: redis.Redis
+    worker_id: str | None = None  # this worker's heartbeat id (worker.heartbeat), recorded with its claims
 
 
 def follow_strategy(settings: Settings) -> FollowStrategy:
@@ -88,7 +89,7 @@ def make_policy(settings: Settings, *, threads: bool = False) -> Policy:
                   create_window=timedelta(seconds=REPLICATE_TIMEOUT + create_wait + 2 + 15))
 
 
-def build_context(parts: WorkerParts, *, threads: bool = False) -> WorkerContext:
+def build_context(parts: WorkerParts, *, threads: bool = False, worker_id: str | None = None) -> WorkerContext:
     settings = parts.settings
     recorder = metrics.Recorder(parts.redis)
     atexit.register(recorder.flush)  # a clean exit writes the last second of counts
@@ -110,4 +111,5 @@ def build_context(parts: WorkerParts, *, threads: bool = False) -> WorkerContext
         durations=Durations(parts.redis),
         cipher=parts.cipher,
         redis=parts.redis,
+        worker_id=worker_id,
     )

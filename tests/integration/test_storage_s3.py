@@ -181,6 +181,18 @@ def test_put_into_missing_bucket_is_storage_error(seaweed: SeaweedS3) -> None:
     with pytest.raises(StorageError) as info:
         storage.put_stream("x.png", [b"x"], "image/png")
     assert seaweed.secret_key not in str(info.value)
+    assert info.value.reason == "NoSuchBucket"  # the cause alone: a job's error may show it
+
+
+def test_put_to_unreachable_endpoint_names_the_cause_apart_from_the_endpoint() -> None:
+    endpoint = "http://127.0.0.1:9"
+    client = build_s3_client(endpoint_url=endpoint, aws_access_key_id="fake-key-id",
+                             aws_secret_access_key="fake-secret-not-real", max_attempts=1)
+    storage = S3Storage("gq-bucket", client=client, endpoint_url=endpoint)
+    with pytest.raises(StorageError) as info:
+        storage.put_stream("jobs/j/0.png", [b"x"], "image/png")
+    assert endpoint in str(info.value)  # the whole message, for the worker's log
+    assert info.value.reason == "EndpointConnectionError"
 
 
 def test_check_with_bad_credentials(seaweed: SeaweedS3, bucket: str) -> None:

@@ -3,16 +3,19 @@ delivery counter that ends a job whose step keeps vanishing."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import redis
-from sqlalchemy import update
+from sqlalchemy import delete, insert, select, update
 
 from genqueue.models.base import utcnow
+from genqueue.models.heartbeats import HEARTBEATS, db_epoch, read_beats
 from genqueue.models.tables import Job
 from genqueue.worker.context import WorkerContext
+from genqueue.worker.heartbeat import Heartbeat, new_worker_id
 from genqueue.worker.services.sweep import sweep
 from tests.support.worker_ctx import new_job, worker_context
 
@@ -87,3 +90,62 @@ def test_a_step_seconds_overdue_and_not_in_its_queue_is_resent_at_once_without_c
     assert sweep(ctx).total == 1 and ctx.enqueuer.sent == [("poll", newer)]
     with ctx.sessions() as s:
         assert [s.get(Job, j).deliveries for j in (older, newer, barely)] == [0, 0, 0]
+
+
+def _beats(ctx: WorkerContext, **rows: tuple[float, float]) -> None:
+    """Heartbeat rows by worker id: (seconds since its last beat, seconds since its run started),
+    against the database's own clock, as the workers write them."""
+    with ctx.sessions.begin() as s:
+        now = s.execute(select(db_epoch(s))).scalar_one()
+        s.execute(delete(HEARTBEATS))
+        for worker_id, (silent, run) in rows.items():
+            s.execute(insert(HEARTBEATS).values(id=worker_id, beat_at=now - silent, since=now - run))
+
+
+def _claimed(ctx: WorkerContext, claimant: str) -> str:
+    job_id = new_job(ctx)
+    until = utcnow() + timedelta(seconds=40)  # the create window is open
+    with ctx.sessions.begin() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(
+            status="submitting", claimed_by=claimant, submit_started_at=utcnow() - timedelta(seconds=8),
+            create_in_flight_until=until, next_check_at=until))
+    return job_id
+
+
+def test_a_create_in_flight_in_a_dead_worker_is_looked_up_at_once(tmp_path: Path, db_url: str,
+                                                                   redis_url: str) -> None:
+    ctx = _ctx(tmp_path, db_url, redis_url)
+    orphaned, alive = _claimed(ctx, "host-a:1:dead"), _claimed(ctx, "host-b:2:live")
+    _beats(ctx, **{"host-a:1:dead": (8.0, 300.0), "host-b:2:live": (0.3, 300.0)})
+    assert sweep(ctx).requeued == {"submit": 1} and ctx.enqueuer.sent == [("submit", orphaned)]
+    with ctx.sessions() as s:
+        assert s.get(Job, orphaned).create_in_flight_until <= utcnow()  # its next submit reconciles
+        assert s.get(Job, alive).create_in_flight_until > utcnow()
+    ctx.enqueuer.sent.clear()
+    assert sweep(ctx).total == 0  # released once
+
+
+def test_a_silence_every_worker_shares_releases_nothing(tmp_path: Path, db_url: str, redis_url: str) -> None:
+    """Just after a database outage every worker's run restarts: nobody can tell the dead apart yet."""
+    ctx = _ctx(tmp_path, db_url, redis_url)
+    _claimed(ctx, "host-a:1:x")
+    _beats(ctx, **{"host-a:1:x": (20.0, 300.0), "host-b:2:y": (0.2, 1.0)})
+    assert sweep(ctx).total == 0 and ctx.enqueuer.sent == []
+
+
+def test_a_worker_heartbeat_is_written_by_the_database_clock(tmp_path: Path, db_url: str, redis_url: str) -> None:
+    ctx = _ctx(tmp_path, db_url, redis_url)
+    hb = Heartbeat(ctx.settings.effective_database_url, new_worker_id(), every=0.1)
+    hb.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with ctx.sessions() as s:
+                db_now, beats = read_beats(s)
+            mine = [b for b in beats if b.worker_id == hb.worker_id]
+            if mine and mine[0].beat_at > mine[0].since:
+                break
+            time.sleep(0.05)
+        assert mine and abs(db_now - mine[0].beat_at) < 2 and mine[0].since <= mine[0].beat_at
+    finally:
+        hb.stop()

@@ -117,9 +117,10 @@ def test_submitting_job_whose_create_went_unanswered_reconciles_first() -> None:
 
 
 def test_claim_of_a_queued_job_moves_it_to_submitting_and_counts_a_delivery() -> None:
-    d = create.claim(job(), at(2), POLLING)
+    d = create.claim(job(), at(2), POLLING, "host:12:ab")
     assert d.expect == (JobStatus.QUEUED,) and d.to is JobStatus.SUBMITTING
-    assert d.values == {"submit_started_at": at(2), "create_in_flight_until": at(49), "next_check_at": at(49)}
+    assert d.values == {"submit_started_at": at(2), "create_in_flight_until": at(49), "next_check_at": at(49),
+                        "claimed_by": "host:12:ab"}  # the worker whose death ends the window early
     assert d.deliveries is Deliveries.COUNT and d.guard == {}
 
 
@@ -336,7 +337,9 @@ def test_webhook_safety_net_is_never_sooner_than_safety_poll() -> None:
 # --- storing ----------------------------------------------------------------------------------------
 
 def test_store_begins_by_counting_the_delivery() -> None:
-    assert store.begin() == Decision(expect=(JobStatus.STORING,), deliveries=Deliveries.COUNT)
+    # ...and holds the job for its lease: the sweeper does not take a copy in progress for lost.
+    assert store.begin(at(5)) == Decision(expect=(JobStatus.STORING,), values={"next_check_at": at(20)},
+                                          deliveries=Deliveries.COUNT)
     storing = job(JobStatus.STORING)
     assert store.poisoned(storing.replace(deliveries=MAX_DELIVERIES), at(1)) is None
     poisoned = store.poisoned(storing.replace(deliveries=MAX_DELIVERIES + 1), at(1))
@@ -353,6 +356,34 @@ def test_copy_failures() -> None:
     assert lag.to is None and lag.then == Next(Step.STORE, 1.5) and lag.deliveries is Deliveries.RESET
     late = store.copy_failed(j, store.CopyFailure.TRANSIENT, "timeout", at(3601), removed=False, delay=1)
     assert late.values["error_code"] == ErrorCode.OUTPUT_EXPIRED  # past Replicate's one-hour retention
+
+
+def test_storage_failure_is_waited_out_with_a_growing_delay() -> None:
+    # Storing since t=0 (detected_at), deadline at t=3600: S3 away, disk full.
+    j = job(JobStatus.STORING, completed_at=at(0), detected_at=at(0), deadline_at=at(3600))
+    early = store.storage_failed(j, "No space left on device", "output 0: write to /srv/x failed", at(5), delay=1.5)
+    assert early.to is None and early.deliveries is Deliveries.RESET
+    assert early.then == Next(Step.STORE, 1.5) and early.values["next_check_at"] == at(6.5)
+    assert early.log is not None and "/srv/x" in early.log  # the whole error goes to the log
+    # Failing for 200 s: a tenth of it, so a long outage costs fewer downloads than one retry per 2 s.
+    assert store.storage_failed(j, "r", "d", at(200), delay=1.5).then == Next(Step.STORE, 20.0)
+    assert store.storage_failed(j, "r", "d", at(2000), delay=1.5).then.countdown == store.MAX_STORAGE_DELAY
+    # Never a wait past the deadline: one last try right at it.
+    assert store.storage_failed(j, "r", "d", at(3590), delay=1.5).then == Next(Step.STORE, 10.0)
+
+
+def test_storage_failure_fails_the_job_at_its_deadline_without_naming_the_storage() -> None:
+    j = job(JobStatus.STORING, completed_at=at(0), detected_at=at(0), deadline_at=at(30))
+    d = store.storage_failed(j, "No space left on device", "output 0: write to /srv/out/jobs/x failed", at(30),
+                             delay=1.0)
+    assert d.to is JobStatus.FAILED and d.values["error_code"] == ErrorCode.STORAGE_ERROR
+    assert d.values["error_message"] == "outputs could not be stored before the job's deadline: No space left on device"
+    assert d.values["next_check_at"] is None
+    # Without a deadline, Replicate's retention bounds the wait (the outputs are gone after it).
+    no_deadline = job(JobStatus.STORING, completed_at=at(0), detected_at=at(0))
+    late = store.storage_failed(no_deadline, "EndpointConnectionError", "d", at(3600), delay=1.0)
+    assert late.values["error_code"] == ErrorCode.STORAGE_ERROR and "retention" in late.values["error_message"]
+    assert store.storage_failed(no_deadline, "r", "d", at(3599), delay=1.0).to is None
 
 
 def test_stored_job_succeeds_with_its_timings() -> None:

@@ -63,10 +63,12 @@ def reconcile_since(job: JobSnapshot) -> datetime:
     return (job.submit_started_at or job.created_at) - RECONCILE_MARGIN
 
 
-def claim(job: JobSnapshot, now: datetime, policy: Policy) -> Decision:
-    """The committed claim that alone allows sending a create."""
+def claim(job: JobSnapshot, now: datetime, policy: Policy, claimant: str | None = None) -> Decision:
+    """The committed claim that alone allows sending a create. `claimant`: the worker making it (its
+    heartbeat id), so the window can be closed early if that worker dies (`models.heartbeats`)."""
     until = now + policy.create_window
-    values = {"submit_started_at": now, "create_in_flight_until": until, "next_check_at": until}
+    values = {"submit_started_at": now, "create_in_flight_until": until, "next_check_at": until,
+              "claimed_by": claimant}
     if job.status is JobStatus.QUEUED:
         return Decision(expect=(JobStatus.QUEUED,), to=JobStatus.SUBMITTING, values=values,
                         deliveries=Deliveries.COUNT)

@@ -29,7 +29,7 @@ def store(ctx: WorkerContext, job_id: str) -> Next:
     with several (the last output is recorded with the success, so a one-output job still storing has
     none): with webhooks this step runs once per prediction, so round trips count."""
     with ctx.sessions.begin() as session:
-        job = write_returning(session, job_id, rules.begin())
+        job = write_returning(session, job_id, rules.begin(utcnow()))
         if job is None:
             return NOTHING
         done: set[int] = set()
@@ -84,9 +84,11 @@ def _copy_one(ctx: WorkerContext, job: JobSnapshot, index: int, ref: str) -> Sto
     except OutputRefused as exc:
         return rules.copy_failed(job, rules.CopyFailure.REFUSED, f"{exc.code}: {exc}", utcnow(), removed=False,
                                  delay=0)
-    except (OutputTransient, StorageError) as exc:
+    except OutputTransient as exc:
         return rules.copy_failed(job, rules.CopyFailure.TRANSIENT, f"output {index}: {type(exc).__name__}: {exc}",
                                  utcnow(), removed=False, delay=retry_delay())
+    except StorageError as exc:
+        return rules.storage_failed(job, exc.reason, f"output {index}: {exc}", utcnow(), delay=retry_delay())
 
 
 def _removed(ctx: WorkerContext, job: JobSnapshot) -> bool:

@@ -49,7 +49,7 @@ def submit(ctx: WorkerContext, job_id: str) -> Next:
         return commit(ctx, job, wait(job, Step.SUBMIT, budget, now))
     now = utcnow()
     with ctx.sessions.begin() as session:
-        if not write(session, job.id, rules.claim(job, now, ctx.policy)):
+        if not write(session, job.id, rules.claim(job, now, ctx.policy, ctx.worker_id)):
             return NOTHING
     # The claim is committed: from here on a crash leaves `submitting`, which means "look it up first".
     return _create(ctx, rules.claimed(job, now, ctx.policy), payload)
@@ -108,6 +108,9 @@ def _record(ctx: WorkerContext, job: JobSnapshot, p: Prediction, decision: Decis
                     return decision.then
                 if write(session, job.id, decision):
                     break
+                if _recorded_already(session, job.id, p.id):
+                    # Another worker adopted this very prediction (it took us for dead): it is ours.
+                    return NOTHING
             _orphan(ctx, job, p)
             return NOTHING
         except (OperationalError, InterfaceError) as exc:

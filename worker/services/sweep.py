@@ -15,6 +15,7 @@ and the sweeper sends it.
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,11 +24,13 @@ import redis
 from sqlalchemy import ColumnElement, and_, or_, select, update
 
 from genqueue.models.base import utcnow
+from genqueue.models.heartbeats import close_create_window, forget_silent, open_claims, read_beats
 from genqueue.models.jobs import JOBS, STUCK_AFTER
 from genqueue.models.status import JobStatus
 from genqueue.worker.context import WorkerContext
 from genqueue.worker.enqueue import FOLLOW_QUEUE, QUEUE, STORE_QUEUE, TASK_FOR_STEP
 from genqueue.worker.lifecycle.decision import Step
+from genqueue.worker.lifecycle.liveness import dead_workers
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,7 @@ def _due(ctx: WorkerContext, now: datetime) -> ColumnElement[bool]:
 def sweep(ctx: WorkerContext, *, batch: int = 2000) -> SweepReport:
     now = utcnow()
     report = SweepReport()
+    _release_dead_claims(ctx, now, report)
     with ctx.sessions.begin() as session:
         rows = session.execute(
             select(JOBS.c.id, JOBS.c.status, JOBS.c.next_check_at)
@@ -113,3 +117,19 @@ def sweep(ctx: WorkerContext, *, batch: int = 2000) -> SweepReport:
 def _is_lost(row: Any, now: datetime) -> bool:
     return row.next_check_at is None or row.next_check_at < now - STUCK_AFTER
 
+
+
+def _release_dead_claims(ctx: WorkerContext, now: datetime, report: SweepReport) -> None:
+    """A job claimed by a worker that died mid-create is looked up at Replicate now, not when its
+    create window ends (`models.heartbeats` says when a claimant counts as dead)."""
+    with ctx.sessions.begin() as session:
+        db_now, beats = read_beats(session)
+        claims = open_claims(session, dead_workers(beats, db_now), now)
+        released = [job_id for job_id, claimant in claims if close_create_window(session, job_id, claimant, now)]
+        if random.random() < 0.01:  # now and then: rows of workers gone for an hour
+            forget_silent(session)
+    for job_id in released:
+        ctx.enqueuer.send(TASK_FOR_STEP[Step.SUBMIT], [job_id])
+    if released:
+        report.requeued["submit"] = report.requeued.get("submit", 0) + len(released)
+        log.warning("sweep looks up %d creates whose worker died: %s", len(released), released[:5])
