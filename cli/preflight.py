@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from genqueue.bootstrap import Root
 from genqueue.cli.context import die
 
-RETRY_SECONDS = 2.0
+RETRY_SECONDS = 1.0  # a dependency that comes back is noticed within a second
 
 
 def _reason(exc: BaseException) -> str:

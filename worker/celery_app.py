@@ -8,6 +8,7 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from genqueue.core.settings import Settings
+from genqueue.worker.broker import TRANSPORT
 from genqueue.worker.enqueue import FOLLOW_QUEUE, QUEUE
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ def configure(app: Celery, settings: Settings) -> None:
         # polls and stores are never stuck behind a backlog of submits.
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT, "queue_order_strategy": "priority"},
         broker_connection_retry_on_startup=True,
+        # kombu's Redis transport, minus a crash when Redis restarts (`genqueue.worker.broker`).
+        broker_transport=TRANSPORT,
         broker_connection_max_retries=None,
         worker_enable_soft_shutdown_on_idle=True,
         worker_soft_shutdown_timeout=10.0,

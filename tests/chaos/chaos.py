@@ -44,6 +44,7 @@ import httpx
 import redis
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import selectinload
 
 from genqueue.bootstrap import Root
@@ -55,6 +56,7 @@ from genqueue.models.status import TERMINAL_NAMES as TERMINAL
 from genqueue.models.tables import Job
 from genqueue.simulator.store import fingerprint
 from tests.support.aof_redis import AofRedis
+from tests.support.private_pg import PrivatePostgres
 from tests.support.tcpproxy import TcpProxy
 
 VERSION = "jigsawstack/image-generation:43d5bce2e1c97fa1e7d8996187a85cd5c882787989091af3b135c7a16ca23b79"
@@ -88,6 +90,10 @@ class ChaosConfig:
     flushes: int = 1  # FLUSHDB the Redis DB index (Redis restarted with nothing persisted)
     restart_delay: float = 1.0
     pg_outage: float = 0.0  # seconds PostgreSQL refuses connections (workers reach it through a proxy)
+    # a PostgreSQL server of the run's own (tests/support/private_pg.py), really restarted: stopped
+    # (every connection cut), started again pg_down seconds later with its data
+    pg_restarts: int = 0
+    pg_down: float = 5.0
     # a redis-server of this run's own (append-only file on, appendfsync everysec, in the workdir)
     # instead of DB index `redis_db` of the shared one; required by redis_restarts
     private_redis: bool = False
@@ -199,16 +205,16 @@ class Report:
 
 
 @contextlib.contextmanager
-def _database(cfg: ChaosConfig, workdir: Path) -> Any:
+def _database(cfg: ChaosConfig, workdir: Path, admin_url: str = PG_ADMIN_URL) -> Any:
     if cfg.db == "sqlite":
         yield f"sqlite:///{workdir}/genqueue.db"
         return
     name = f"gq_chaos_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)  # outlives restarts
     with admin.connect() as c:
         c.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        yield admin_url.rsplit("/", 1)[0] + "/" + name
     finally:
         if not cfg.keep_db:
             with admin.connect() as c:
@@ -299,7 +305,8 @@ class _Injector:
 
     def __init__(self, cfg: ChaosConfig, workers: list[Child], rclient: redis.Redis, report: Report,
                  api: Child | None = None, proxy: TcpProxy | None = None, aof: AofRedis | None = None,
-                 beat: Child | None = None, progress: ProgressLog | None = None) -> None:
+                 beat: Child | None = None, progress: ProgressLog | None = None,
+                 pg: PrivatePostgres | None = None) -> None:
         plan: list[str] = []
         kills, flushes = cfg.kills, cfg.flushes
         while kills or flushes:  # interleave: kill, flush, kill, flush, ...
@@ -317,7 +324,9 @@ class _Injector:
             plan.insert(min(len(plan), 2 * i), "redis")
         for i in range(cfg.beat_kills if beat is not None else 0):
             plan.insert(min(len(plan), 2 * i), "beat")
-        self.api, self.proxy, self.pg_outage = api, proxy, cfg.pg_outage
+        for i in range(cfg.pg_restarts if pg is not None else 0):
+            plan.insert(min(len(plan), 2 * i), "pgrestart")
+        self.api, self.proxy, self.pg_outage, self.pg = api, proxy, cfg.pg_outage, pg
         self.aof, self.beat, self.cfg = aof, beat, cfg
         self.progress = progress or ProgressLog()
         self.t0 = time.monotonic()  # the run's t=0 (kept in step by tick)
@@ -396,6 +405,18 @@ class _Injector:
 
                 self.pending.append((now + self.pg_outage, back))
                 self.report.injections.append(f"{at} PostgreSQL refuses connections for {self.pg_outage:.0f}s")
+            elif what == "pgrestart" and self.pg is not None:
+                pg = self.pg
+                pg.stop("fast")  # every connection cut, as a restart does
+                f = self._fault("pg-restart", elapsed)
+
+                def pg_back(el: float, f: dict[str, Any] = f, pg: PrivatePostgres = pg) -> None:
+                    pg.start()
+                    el = self._clear(f)
+                    self.report.injections.append(f"t={el:.1f}s PostgreSQL started again")
+
+                self.pending.append((now + self.cfg.pg_down, pg_back))
+                self.report.injections.append(f"{at} PostgreSQL stopped (restart, down {self.cfg.pg_down:.0f}s)")
             elif what == "api" and self.api is not None:
                 self.api.signal(signal.SIGKILL)
                 if self.api.proc is not None:
@@ -631,8 +652,15 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
     say = print if progress else (lambda *a, **k: None)
     sim: Child | None = None
     proxy: TcpProxy | None = None
+    pg: PrivatePostgres | None = None
+    admin_url = PG_ADMIN_URL
+    if cfg.pg_restarts > 0 and cfg.db == "postgresql":
+        pg = PrivatePostgres(workdir / "postgres")
+        pg.init()
+        pg.start()
+        admin_url = pg.url
     try:
-        with _database(cfg, workdir) as db_url:
+        with _database(cfg, workdir, admin_url) as db_url:
             sim, sim_url = _start_simulator(cfg, workdir, dict(os.environ))
             workers_db_url = db_url
             if cfg.pg_outage > 0 and cfg.db == "postgresql":
@@ -674,7 +702,7 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
                         _, key = create_key(s, "chaos", Role.ADMIN)
                     http = HttpSubmitter(f"http://127.0.0.1:{port}", key, deadline=t_start + cfg.timeout)
                 injector = _Injector(cfg, workers, rclient, report, api=api, proxy=proxy, aof=aof, beat=beat,
-                                     progress=plog)
+                                     progress=plog, pg=pg)
                 injector.supervised = [*workers, *(c for n, c in stack.children.items() if n.startswith("beat"))]
                 requests = [_request(run_tag, i) for i in range(cfg.jobs)]
                 full_inputs: dict[str, dict[str, Any]] = {}
@@ -686,25 +714,35 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
                 wave = 0
                 last_line = 0.0
                 counts: dict[str, int] = {}
+                part_start = 0  # where the current wave's next part starts
                 deadline = t0 + cfg.timeout
                 while True:
                     now = time.monotonic()
                     if wave * per_wave < cfg.jobs and now >= next_wave_at:
                         chunk = requests[wave * per_wave:(wave + 1) * per_wave]
-                        for start in range(0, len(chunk), 500):
-                            part = chunk[start:start + 500]
-                            if http is not None:
-                                part_ids = http.submit(part, f"{run_tag}-{wave}-{start}",
-                                                       lambda: injector.tick(0.0, time.monotonic() - t0))
-                            else:
-                                part_ids = [j.id for j in intake.submit(part, batch=True)[0]]
-                            for job_id, req in zip(part_ids, part, strict=True):
-                                ids.append(job_id)
-                                full_inputs[job_id] = dict(req.input)
-                        wave += 1
-                        next_wave_at = now + cfg.wave_interval
-                    with sessions() as s:
-                        counts = plog.sample(s)
+                        try:
+                            for start in range(part_start, len(chunk), 500):
+                                part = chunk[start:start + 500]
+                                if http is not None:
+                                    part_ids = http.submit(part, f"{run_tag}-{wave}-{start}",
+                                                           lambda: injector.tick(0.0, time.monotonic() - t0))
+                                else:  # one transaction per part: all of it is accepted, or none
+                                    part_ids = [j.id for j in intake.submit(part, batch=True)[0]]
+                                for job_id, req in zip(part_ids, part, strict=True):
+                                    ids.append(job_id)
+                                    full_inputs[job_id] = dict(req.input)
+                                part_start = start + 500
+                            wave += 1
+                            part_start = 0
+                            next_wave_at = now + cfg.wave_interval
+                        except OperationalError:  # our own PostgreSQL restart: the rest of the wave later
+                            root.engine.dispose()
+                            next_wave_at = now + 0.5
+                    try:
+                        with sessions() as s:
+                            counts = plog.sample(s)
+                    except OperationalError:  # our own PostgreSQL restart: watch again once it is back
+                        root.engine.dispose()
                     done = sum(counts.get(t, 0) for t in TERMINAL)
                     elapsed = now - t0
                     injector.tick(done / cfg.jobs, elapsed)
@@ -749,6 +787,8 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
             proxy.down()
         if sim is not None:
             sim.stop()
+        if pg is not None:
+            pg.close()
         if aof is not None:
             rclient.close()
             aof.stop()  # the AOF stays in the workdir
@@ -775,6 +815,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kills", type=int, default=d.kills)
     ap.add_argument("--flushes", type=int, default=d.flushes)
     ap.add_argument("--pg-outage", type=float, default=d.pg_outage, help="seconds PostgreSQL refuses connections")
+    ap.add_argument("--pg-restarts", type=int, default=d.pg_restarts,
+                    help="a PostgreSQL of the run's own, stopped and started again --pg-down s later")
+    ap.add_argument("--pg-down", type=float, default=d.pg_down)
     ap.add_argument("--api-restarts", type=int, default=d.api_restarts, help="submit over HTTP; SIGKILL the API")
     ap.add_argument("--private-redis", action="store_true",
                     help="a redis-server of the run's own with AOF on (implied by --redis-restarts)")

@@ -1,5 +1,7 @@
 """Restarts the other chaos tests do not cover (tests/chaos/chaos.py does the work):
 
+* PostgreSQL really restarted (a server of the run's own: stopped, every connection cut, started 5 s
+  later with its data);
 * Redis really restarted: SIGTERM (the append-only file is flushed), every client connection
   dropped, started again on the same port a few seconds later;
 * the beat SIGKILLed, and while it is down Redis flushed and a worker SIGKILLed; the beat restarted
@@ -69,3 +71,14 @@ def test_two_beats_sweep_twice_as_often_and_create_nothing_twice(tmp_path: Path)
     assert set(report.sweeps_sent) == {"beat", "beat-2"}
     assert all(n > 0 for n in report.sweeps_sent.values()), report.sweeps_sent
     assert sum(report.sweeper_requeued.values()) > 0
+
+
+def test_postgres_restarted_loses_nothing(tmp_path: Path) -> None:
+    """A real restart of a PostgreSQL server of the run's own (not a proxy cut): every connection of
+    every process dropped, the server away for 5 s, then back with its data."""
+    cfg = ChaosConfig(**COMMON, pg_restarts=1, pg_down=5.0, workdir=tmp_path)
+    report = run(cfg)
+    _check_outcomes(report, cfg)
+    assert any("PostgreSQL stopped" in i for i in report.injections)
+    assert any("PostgreSQL started again" in i for i in report.injections)
+    _recovered(report, "pg-restart")
