@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
@@ -67,6 +68,14 @@ class WorkerApp(Celery):
     """A worker's Celery app: the tasks, and the per-process context they run with."""
 
     worker_context: WorkerContext | None = None
+
+    def now(self) -> datetime:
+        """Celery turns a countdown into a delivery time with this: by the database's clock once the
+        context exists (`worker.clock`), so a host whose clock is off sends no message other hosts
+        hold back for the difference."""
+        if self.worker_context is not None:
+            return self.worker_context.clock.now()
+        return super().now()
 
     @property
     def context(self) -> WorkerContext:

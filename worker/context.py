@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from genqueue.core.settings import Settings
 from genqueue.worker import metrics
+from genqueue.worker.clock import DatabaseClock
 from genqueue.worker.durations import Durations
 from genqueue.worker.lifecycle.policy import FollowStrategy, Policy, Polling, Webhooks
 from genqueue.worker.ratelimit import CircuitBreaker, RateLimiter
@@ -75,6 +76,7 @@ class WorkerContext:
     durations: Durations
     cipher: MultiFernet
     redis: redis.Redis
+    clock: DatabaseClock  # now, by the database's clock (worker.clock): what every step stamps
     worker_id: str | None = None  # this worker's heartbeat id (worker.heartbeat), recorded with its claims
 
 
@@ -111,5 +113,6 @@ def build_context(parts: WorkerParts, *, threads: bool = False, worker_id: str |
         durations=Durations(parts.redis),
         cipher=parts.cipher,
         redis=parts.redis,
+        clock=DatabaseClock(parts.sessions),
         worker_id=worker_id,
     )

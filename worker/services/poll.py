@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 
-from genqueue.models.base import utcnow
 from genqueue.worker.context import WorkerContext
 from genqueue.worker.lifecycle import follow as rules
 from genqueue.worker.lifecycle.decision import NOTHING, Decision, Next, Step, retry_delay, wait
@@ -23,7 +22,7 @@ def poll(ctx: WorkerContext, job_id: str) -> Next:
         job = load(session, job_id)
     if job is None:
         return NOTHING
-    look = rules.before_look(job, utcnow())
+    look = rules.before_look(job, ctx.clock.now())
     if look is None or isinstance(look, Decision):
         return commit(ctx, job, look)
     budget = ctx.limiter.acquire("read")
@@ -31,7 +30,7 @@ def poll(ctx: WorkerContext, job_id: str) -> Next:
         ctx.recorder.limiter_wait("read", budget)
         # The check time moves with the wait: a job waiting for the read budget is not overdue, so
         # the sweeper does not take it for lost and add a second chain.
-        return commit(ctx, job, wait(job, Step.POLL, budget, utcnow()))
+        return commit(ctx, job, wait(job, Step.POLL, budget, ctx.clock.now()))
     assert job.prediction_get_url is not None  # before_look looks only at jobs that have one
     try:
         if look is rules.Look.CANCEL:
@@ -42,10 +41,10 @@ def poll(ctx: WorkerContext, job_id: str) -> Next:
     except TransientError as exc:
         if exc.status_code == 429:
             ctx.limiter.pause("read", exc.retry_after or 1.0)
-        return commit(ctx, job, wait(job, Step.POLL, exc.retry_after or retry_delay(), utcnow()))
+        return commit(ctx, job, wait(job, Step.POLL, exc.retry_after or retry_delay(), ctx.clock.now()))
     except PermanentError as exc:
-        return commit(ctx, job, rules.read_refused(job, exc.status_code, str(exc), utcnow()))
-    return commit(ctx, job, rules.observed(job, p, utcnow(), ctx.policy, ctx.durations.expected(job.model)))
+        return commit(ctx, job, rules.read_refused(job, exc.status_code, str(exc), ctx.clock.now()))
+    return commit(ctx, job, rules.observed(job, p, ctx.clock.now(), ctx.policy, ctx.durations.expected(job.model)))
 
 
 def _cancel(ctx: WorkerContext, cancel_url: str, get_url: str, job_id: str) -> Prediction:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from genqueue.models.base import utcnow
 from genqueue.worker.context import WorkerContext
 from genqueue.worker.lifecycle import follow as rules
 from genqueue.worker.lifecycle.decision import NOTHING, Next
@@ -32,5 +31,5 @@ def observe_pushed(ctx: WorkerContext, job_id: str, data: dict[str, Any]) -> Nex
     if job is not None and job.prediction_id not in (None, p.id):
         log.warning("job=%s webhook for prediction=%s, but the job follows %s; ignored", job_id, p.id,
                     job.prediction_id)
-    decision = rules.pushed(job, p, utcnow(), ctx.policy)
+    decision = rules.pushed(job, p, ctx.clock.now(), ctx.policy)
     return commit(ctx, job, decision) if job is not None else NOTHING

@@ -11,7 +11,6 @@ from collections.abc import Collection
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from genqueue.models.base import utcnow
 from genqueue.models.tables import JobOutput
 from genqueue.storage import StorageError, StoredObject, output_key
 from genqueue.worker.context import WorkerContext
@@ -29,13 +28,13 @@ def store(ctx: WorkerContext, job_id: str) -> Next:
     with several (the last output is recorded with the success, so a one-output job still storing has
     none): with webhooks this step runs once per prediction, so round trips count."""
     with ctx.sessions.begin() as session:
-        job = write_returning(session, job_id, rules.begin(utcnow()))
+        job = write_returning(session, job_id, rules.begin(ctx.clock.now()))
         if job is None:
             return NOTHING
         done: set[int] = set()
         if len(job.output_refs or []) > 1:
             done = set(session.scalars(select(JobOutput.index).where(JobOutput.job_id == job_id)))
-    poisoned = rules.poisoned(job, utcnow())
+    poisoned = rules.poisoned(job, ctx.clock.now())
     if poisoned is not None:
         return commit(ctx, job, poisoned)
     return copy_outputs(ctx, job, done)
@@ -63,7 +62,7 @@ def copy_outputs(ctx: WorkerContext, job: JobSnapshot, done: Collection[int] = (
                 session.add(row)
         except IntegrityError:
             pass  # a concurrent run recorded the same output (same key, same bytes)
-    decision = rules.stored(job, utcnow())
+    decision = rules.stored(job, ctx.clock.now())
     try:
         written = _succeed(ctx, job, decision, last)
     except IntegrityError:
@@ -79,22 +78,22 @@ def _copy_one(ctx: WorkerContext, job: JobSnapshot, index: int, ref: str) -> Sto
             key = output_key(job.id, index, src.content_type)
             return ctx.storage.put_stream(key, src.chunks, src.content_type)
     except OutputExpired as exc:
-        return rules.copy_failed(job, rules.CopyFailure.EXPIRED, str(exc), utcnow(),
+        return rules.copy_failed(job, rules.CopyFailure.EXPIRED, str(exc), ctx.clock.now(),
                                  removed=_removed(ctx, job), delay=retry_delay())
     except OutputRefused as exc:
-        return rules.copy_failed(job, rules.CopyFailure.REFUSED, f"{exc.code}: {exc}", utcnow(), removed=False,
+        return rules.copy_failed(job, rules.CopyFailure.REFUSED, f"{exc.code}: {exc}", ctx.clock.now(), removed=False,
                                  delay=0)
     except OutputTransient as exc:
         return rules.copy_failed(job, rules.CopyFailure.TRANSIENT, f"output {index}: {type(exc).__name__}: {exc}",
-                                 utcnow(), removed=False, delay=retry_delay())
+                                 ctx.clock.now(), removed=False, delay=retry_delay())
     except StorageError as exc:
-        return rules.storage_failed(job, exc.reason, f"output {index}: {exc}", utcnow(), delay=retry_delay())
+        return rules.storage_failed(job, exc.reason, f"output {index}: {exc}", ctx.clock.now(), delay=retry_delay())
 
 
 def _removed(ctx: WorkerContext, job: JobSnapshot) -> bool:
     """A 404/403 on an output means expiry only if Replicate says the data was removed; a file that
     is merely not there yet (CDN lag) is retried, until Replicate's retention has surely passed."""
-    if not job.prediction_get_url or rules.past_retention(job, utcnow()):
+    if not job.prediction_get_url or rules.past_retention(job, ctx.clock.now()):
         return True
     try:
         p = ctx.replicate.get(job.prediction_get_url)

@@ -10,7 +10,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from genqueue.core.crypto import SecretsError, decrypt_secrets
-from genqueue.models.base import utcnow
 from genqueue.models.jobs import JOBS
 from genqueue.models.status import JobStatus
 from genqueue.worker.context import WorkerContext
@@ -31,7 +30,7 @@ def submit(ctx: WorkerContext, job_id: str) -> Next:
         job = load(session, job_id)
     if job is None:
         return NOTHING
-    now = utcnow()
+    now = ctx.clock.now()
     plan = rules.before_create(job, now)
     if plan is None or isinstance(plan, Decision):
         return commit(ctx, job, plan)
@@ -47,7 +46,7 @@ def submit(ctx: WorkerContext, job_id: str) -> Next:
     if budget > 0:
         ctx.recorder.limiter_wait("create", budget)
         return commit(ctx, job, wait(job, Step.SUBMIT, budget, now))
-    now = utcnow()
+    now = ctx.clock.now()
     with ctx.sessions.begin() as session:
         if not write(session, job.id, rules.claim(job, now, ctx.policy, ctx.worker_id)):
             return NOTHING
@@ -58,7 +57,7 @@ def submit(ctx: WorkerContext, job_id: str) -> Next:
 def _reconcile(ctx: WorkerContext, job: JobSnapshot, payload: dict[str, Any]) -> Next | None:
     """A create may have landed without us recording it: adopt that prediction if it exists. Returns
     the follow-up, or None to go on and create."""
-    now = utcnow()
+    now = ctx.clock.now()
     budget = ctx.limiter.acquire("read")
     if budget > 0:
         return commit(ctx, job, wait(job, Step.SUBMIT, budget, now))
@@ -73,13 +72,14 @@ def _reconcile(ctx: WorkerContext, job: JobSnapshot, payload: dict[str, Any]) ->
     # The chaos suite counts this line: every lost create answer must end adopted, never re-created.
     log.info("job=%s adopted prediction=%s whose create answer was lost", job.id, found.id)
     expected = ctx.durations.expected(job.model)
-    return commit(ctx, job, rules.created(job, found, utcnow(), ctx.policy, expected, adopted=True))
+    return commit(ctx, job, rules.created(job, found, ctx.clock.now(), ctx.policy, expected, adopted=True))
 
 
 def _create(ctx: WorkerContext, job: JobSnapshot, payload: dict[str, Any]) -> Next:
     expected = ctx.durations.expected(job.model)
     try:
-        prediction = ctx.replicate.create(input=payload, **rules.create_args(job, utcnow(), ctx.policy, expected))
+        args = rules.create_args(job, ctx.clock.now(), ctx.policy, expected)
+        prediction = ctx.replicate.create(input=payload, **args)
     except TransientError as exc:
         if exc.status_code == 429:
             ctx.limiter.pause("create", exc.retry_after or 1.0)
@@ -87,11 +87,11 @@ def _create(ctx: WorkerContext, job: JobSnapshot, payload: dict[str, Any]) -> Ne
             ctx.breaker.failure()
         delay = exc.retry_after if exc.retry_after is not None else retry_delay()
         return commit(ctx, job, rules.create_unanswered(job, maybe_sent=exc.request_sent_maybe, delay=delay,
-                                                        now=utcnow()))
+                                                        now=ctx.clock.now()))
     except PermanentError as exc:
-        return commit(ctx, job, rules.create_refused(job, exc.status_code, str(exc), utcnow()))
+        return commit(ctx, job, rules.create_refused(job, exc.status_code, str(exc), ctx.clock.now()))
     ctx.breaker.success()
-    return _record(ctx, job, prediction, rules.created(job, prediction, utcnow(), ctx.policy, expected))
+    return _record(ctx, job, prediction, rules.created(job, prediction, ctx.clock.now(), ctx.policy, expected))
 
 
 def _record(ctx: WorkerContext, job: JobSnapshot, p: Prediction, decision: Decision) -> Next:
