@@ -14,16 +14,15 @@ Everything is removed on `close()` (namespace, veth pairs, relays), also when a 
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import secrets
-import socket
 import subprocess
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
+
+from tests.support.tcpproxy import TcpProxy
 
 IP = "ip"
 # Names of every namespace and interface made here start with this, so a leftover is easy to recognise.
@@ -147,67 +146,18 @@ class NetnsHost:
         self.close()
 
 
-class Relay:
+class Relay(TcpProxy):
     """A TCP forwarder: listens on `listen_ip` (a pair's host end), forwards to 127.0.0.1:`target_port`.
     It is never taken down to make a fault (the link is): it stands in for a service that listens on
     the network, which is what the services of a multi-host deployment do."""
 
     def __init__(self, listen_ip: str, target_port: int) -> None:
-        self.target = ("127.0.0.1", target_port)
-        self._sock = socket.socket()
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((listen_ip, 0))
-        self._sock.listen(256)
-        self.host = listen_ip
-        self.port = int(self._sock.getsockname()[1])
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        threading.Thread(target=self._accept, name=f"relay-{listen_ip}:{self.port}", daemon=True).start()
+        super().__init__("127.0.0.1", target_port, listen_host=listen_ip)
+        self.start()
 
     @property
     def netloc(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._sock.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
     def close(self) -> None:
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            self._sock.close()
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for c in conns:
-            with contextlib.suppress(OSError):
-                c.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                c.close()
+        self.down()
