@@ -85,3 +85,25 @@ def test_copy_that_hits_an_outage_is_retried_as_a_store_step(tmp_path: Path, pg_
     assert ctx.enqueuer.sent == []
     with ctx.sessions() as s:
         assert s.scalars(select(Job.status).where(Job.id == job_id)).one() == "succeeded"
+
+
+def test_an_unanswered_create_is_recorded_through_an_outage(tmp_path: Path, pg_via_proxy: tuple[str, TcpProxy],
+                                                             redis_url: str) -> None:
+    """The create answers 5xx while PostgreSQL is away: that it is over (and must be looked up, not
+    waited for) is recorded once the database is back, in place. A re-sent submit would find the
+    claim's create window (~47 s) still open and wait it out."""
+    db_url, proxy = pg_via_proxy
+    slow_5xx = run_in_thread(SimConfig(fault_slow=1.0, slow_seconds=1.5, fault_5xx=1.0))
+    try:
+        ctx = worker_context(tmp_path, db_url, redis_url, REPLICATE_BASE_URL=f"{slow_5xx.base_url}/v1")
+        job_id = new_job(ctx, prompt="outage 5xx", api_key="sk_fake_not_real")
+        timers = _outage(proxy, start=0.5, length=2.5)  # down while the create waits, back ~1.5 s after it
+        nxt = submit(ctx, job_id)
+        for t in timers:
+            t.join()
+    finally:
+        slow_5xx.stop()
+    assert nxt.step is Step.SUBMIT and nxt.countdown < 5  # the lookup comes in seconds
+    with ctx.sessions() as s:
+        job = s.scalars(select(Job).where(Job.id == job_id)).one()
+        assert job.status == "submitting" and job.create_in_flight_until is None and job.attempts == 1

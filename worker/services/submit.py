@@ -86,12 +86,27 @@ def _create(ctx: WorkerContext, job: JobSnapshot, payload: dict[str, Any]) -> Ne
         elif exc.status_code and exc.status_code >= 500:
             ctx.breaker.failure()
         delay = exc.retry_after if exc.retry_after is not None else retry_delay()
-        return commit(ctx, job, rules.create_unanswered(job, maybe_sent=exc.request_sent_maybe, delay=delay,
-                                                        now=ctx.clock.now()))
+        return _commit_outcome(ctx, job, rules.create_unanswered(job, maybe_sent=exc.request_sent_maybe,
+                                                                 delay=delay, now=ctx.clock.now()))
     except PermanentError as exc:
-        return commit(ctx, job, rules.create_refused(job, exc.status_code, str(exc), ctx.clock.now()))
+        return _commit_outcome(ctx, job, rules.create_refused(job, exc.status_code, str(exc), ctx.clock.now()))
     ctx.breaker.success()
     return _record(ctx, job, prediction, rules.created(job, prediction, ctx.clock.now(), ctx.policy, expected))
+
+
+def _commit_outcome(ctx: WorkerContext, job: JobSnapshot, decision: Decision) -> Next:
+    """Record a create that did not answer with a prediction, retried in place like `_record`: only
+    this thread knows the create is over, and a re-sent message would find the claim's create window
+    still open and wait it out (a PostgreSQL restart left such jobs 45 s behind)."""
+    for pause in (*RECORD_RETRY_PAUSES, None):
+        try:
+            return commit(ctx, job, decision)
+        except (OperationalError, InterfaceError) as exc:
+            if pause is None:
+                raise
+            log.warning("job=%s create outcome not recorded (%s), again in %.1fs", job.id, type(exc).__name__, pause)
+            time.sleep(pause)
+    return NOTHING  # not reached: the last failure propagates
 
 
 def _record(ctx: WorkerContext, job: JobSnapshot, p: Prediction, decision: Decision) -> Next:
