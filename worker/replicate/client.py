@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from genqueue.core.logs import registered_secrets, scrub
+from genqueue.worker.egress import DEFAULT_PORTS
 from genqueue.worker.replicate.errors import ForbiddenURLError, PermanentError, ReplicateError
 from genqueue.worker.replicate.responses import (
     MAX_BODY_BYTES,
@@ -34,7 +35,6 @@ logger = logging.getLogger(__name__)
 USER_AGENT = "genqueue/0.1"
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _PREDICTION_ID = re.compile(r"^[A-Za-z0-9_-]+$")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def make_http_client(
@@ -124,7 +124,7 @@ class ReplicateClient:
         self._max_body_bytes = max_body_bytes
         self._base_url = base_url.rstrip("/")
         base = httpx.URL(self._base_url)
-        if base.scheme not in _DEFAULT_PORTS or not base.host:
+        if base.scheme not in DEFAULT_PORTS or not base.host:
             raise ValueError("base_url must be an absolute http(s) URL")
         self._origin = self._origin_of(base)
         self._base_path = base.path.rstrip("/")
@@ -266,7 +266,7 @@ class ReplicateClient:
 
     @staticmethod
     def _origin_of(url: httpx.URL) -> tuple[str, str, int | None]:
-        return (url.scheme, url.host.lower(), url.port or _DEFAULT_PORTS.get(url.scheme))
+        return (url.scheme, url.host.lower(), url.port or DEFAULT_PORTS.get(url.scheme))
 
     def _check_url(self, url: str) -> None:
         try:
