@@ -1,5 +1,6 @@
-"""Where outbound requests may go: the origin allow-list rule and the public-address check, shared by
-output downloads (`worker.fetch`) and the Replicate client's `urls.get` origin check.
+"""Where outbound requests may go: the origin allow-list rule and the public-address check of output
+downloads (`worker.fetch`), and the scheme default ports the Replicate client's `urls.get` origin check
+compares with.
 
 Entries are origins: ``host:port`` allows that port only, a bare ``host`` (or ``*.domain``) only the
 scheme's default port (443/80). An address is public only if a connection to it can reach nothing but
