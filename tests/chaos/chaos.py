@@ -49,13 +49,13 @@ from sqlalchemy.orm import selectinload
 
 from genqueue.bootstrap import Root
 from genqueue.cli.stack import Child, Stack, free_port, genqueue_argv, wait_http
-from genqueue.core.settings import load_settings
 from genqueue.intake import JobRequest
 from genqueue.models.keys import Role, create_key
 from genqueue.models.status import TERMINAL_NAMES as TERMINAL
 from genqueue.models.tables import Job
 from genqueue.simulator.store import fingerprint
 from tests.support.aof_redis import AofRedis
+from tests.support.pipeline import settings_from
 from tests.support.private_pg import PrivatePostgres
 from tests.support.tcpproxy import TcpProxy
 
@@ -670,14 +670,7 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
                 proxy.start()
                 workers_db_url = make_url(db_url).set(port=proxy.port).render_as_string(hide_password=False)
             env = _env(cfg, workdir, workers_db_url, redis_url, sim_url)
-            saved = dict(os.environ)
-            os.environ.update(env)
-            try:
-                settings = load_settings(_env_file=None, database_url=db_url)
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
-            root = Root(settings)  # the producer side, wired as the API wires it
+            root = Root(settings_from(env, database_url=db_url))  # the producer side, wired as the API wires it
             root.migrate()
             sessions, intake, celery = root.sessions, root.intake, root.celery
             t_start = time.monotonic()

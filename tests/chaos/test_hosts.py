@@ -40,7 +40,6 @@ from sqlalchemy.orm import selectinload
 
 from genqueue.bootstrap import Root
 from genqueue.cli.stack import Child, Stack, free_port, genqueue_argv, wait_http
-from genqueue.core.settings import load_settings
 from genqueue.intake import JobRequest
 from genqueue.models.status import TERMINAL_NAMES as TERMINAL
 from genqueue.models.tables import Job
@@ -49,6 +48,7 @@ from genqueue.storage import build_s3_client
 from tests.chaos.chaos import ProgressLog, recovery_times
 from tests.support.aof_redis import AofRedis
 from tests.support.netns import NetnsHost, Relay, netns_unavailable
+from tests.support.pipeline import settings_from
 from tests.support.seaweed import seaweed_s3
 
 if TYPE_CHECKING:
@@ -214,14 +214,7 @@ def run_hosts(dep: Deployment, *, fault: Fault | None = None, other_env: dict[st
     it (held PARTITION_SECONDS), and right after it clears (without a fault: 10 s apart). Then wait
     until every job is terminal and (after a fault) the other host has run a step again."""
     env_main = dep.env(other_host=False)
-    saved = dict(os.environ)
-    os.environ.update(env_main)
-    try:
-        settings = load_settings(_env_file=None)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    root = Root(settings)  # the producer, on this machine
+    root = Root(settings_from(env_main))  # the producer, on this machine
     root.migrate()
     log_dir = dep.workdir / "logs"
     tag = uuid.uuid4().hex[:8]

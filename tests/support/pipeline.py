@@ -96,6 +96,18 @@ def _wait_http(url: str, timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
+def settings_from(env: dict[str, str], **overrides: Any) -> Settings:
+    """Settings as a process started with `env` would load them (this process's environment is
+    left as it was)."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        return load_settings(_env_file=None, **overrides)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @contextmanager
 def pipeline(tmp: Path, db_url: str, redis_url: str, sim_url: str, *, concurrency: int = 4, beat: bool = False,
              env_extra: dict[str, str] | None = None, pool: str = "prefork",
@@ -110,13 +122,7 @@ def pipeline(tmp: Path, db_url: str, redis_url: str, sim_url: str, *, concurrenc
         GENQUEUE_LOG_LEVEL="INFO",
     )
     env.update(env_extra or {})
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        settings = load_settings(_env_file=None)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    settings = settings_from(env)
     root = Root(settings)  # the producer side, wired as the API wires it
     root.migrate()
     with Stack(env, tmp / "logs") as stack:

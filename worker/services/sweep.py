@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
 from sqlalchemy import ColumnElement, and_, or_, select, update
 
-from genqueue.models.heartbeats import close_create_window, db_epoch, forget_silent, open_claims, read_beats
+from genqueue.models.heartbeats import close_create_window, forget_silent, open_claims, read_beats
 from genqueue.models.jobs import JOBS, STUCK_AFTER
 from genqueue.models.status import JobStatus
 from genqueue.worker.context import WorkerContext
@@ -90,13 +90,13 @@ def _due(ctx: WorkerContext, now: datetime) -> ColumnElement[bool]:
 
 
 def database_now(ctx: WorkerContext) -> datetime:
-    """Now by the database's clock. The sweep runs on whichever worker takes its message, and decides
-    for the whole fleet: what it calls overdue, and the check time it writes, must not depend on that
-    host's clock. A host 90 s ahead (tests/chaos/test_hosts.py) otherwise found every job "overdue",
-    counted their live steps as lost (poison after 8) and pushed their check time 90 s ahead, so the
-    other hosts dropped those jobs' messages as early duplicates until it ran them itself."""
-    with ctx.sessions() as session:
-        return datetime.fromtimestamp(float(session.execute(select(db_epoch(session))).scalar_one()), UTC)
+    """Now by the database's clock (`worker.clock`, read at most every 30 s). The sweep runs on
+    whichever worker takes its message, and decides for the whole fleet: what it calls overdue, and
+    the check time it writes, must not depend on that host's clock. A host 90 s ahead
+    (tests/chaos/test_hosts.py) otherwise found every job "overdue", counted their live steps as lost
+    (poison after 8) and pushed their check time 90 s ahead, so the other hosts dropped those jobs'
+    messages as early duplicates until it ran them itself."""
+    return ctx.clock.now()
 
 
 def sweep(ctx: WorkerContext, *, batch: int = 2000) -> SweepReport:
