@@ -71,7 +71,7 @@ def _accept(request: Request, session: Session, principal: Principal, intake: In
     """Runs in the threadpool, in the session the key was looked up in: insert, commit, enqueue, views.
     New jobs are shown as written (queued), without reading them back; a replay is read back as it is now."""
     jobs, created = intake.submit(requests, api_key_id=principal.key_id, idempotency_key=idempotency_key,
-                                  batch=batch, session=session)
+                                  batch=batch, session=session, max_queued=principal.max_queued)
     if created:
         return [accepted_view(j) for j in jobs], True
     rows = visible_jobs(session, [j.id for j in jobs], principal)
