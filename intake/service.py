@@ -66,6 +66,7 @@ class AcceptedJob:
     secret_names: list[SecretPath]
     created_at: datetime
     deadline_at: datetime | None
+    priority: int
 
     @classmethod
     def of(cls, job: Job) -> AcceptedJob:
@@ -223,8 +224,10 @@ class Intake:
         if max_queued is not None and api_key_id is not None:
             check_quota(session, api_key_id, max_queued, len(requests))
         now = utcnow()
-        rows = [self._row(r, api_key_id, key, digest, now, split)
-                for r, split, key in zip(requests, splits, keys, strict=True)]
+        # A batch's jobs are created a microsecond apart: (created_at, id) is then the order they were
+        # given in, which the lanes (FIFO by created_at) and a rebuild of them from SQL both keep.
+        rows = [self._row(r, api_key_id, key, digest, now + timedelta(microseconds=i), split)
+                for i, (r, split, key) in enumerate(zip(requests, splits, keys, strict=True))]
         try:
             insert_rows(session.connection(), rows)
             session.commit()
@@ -239,7 +242,7 @@ class Intake:
             raise
         ids = [row["id"] for row in rows]
         try:
-            self._enqueue([entry(row["id"], row["priority"], api_key_id, now.timestamp()) for row in rows])
+            self._enqueue([entry(row["id"], row["priority"], api_key_id, row["created_at"].timestamp()) for row in rows])
         except Exception as exc:  # Redis away: due for the sweeper's audit at once, which puts them in their lanes
             log.warning("enqueue failed for %d jobs (%s); the sweeper will pick them up", len(ids), type(exc).__name__)
             self._due_now(ids, now)

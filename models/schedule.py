@@ -82,3 +82,12 @@ def queued_jobs(session: Session, ids: Iterable[str] | None = None, *, chunk: in
         if len(page) < chunk:
             return
         after = (page[-1].created_at, page[-1].id)
+
+
+def queued_depths(session: Session, api_key_id: str | None = None) -> list[tuple[int, str | None, int]]:
+    """(priority, api key id, queued jobs) for every priority and key with queued work."""
+    stmt = (select(JOBS.c.priority, JOBS.c.api_key_id, func.count()).where(JOBS.c.status == JobStatus.QUEUED.value)
+            .group_by(JOBS.c.priority, JOBS.c.api_key_id))
+    if api_key_id is not None:
+        stmt = stmt.where(JOBS.c.api_key_id == api_key_id)
+    return [(int(p), k, int(n)) for p, k, n in session.execute(stmt)]

@@ -56,6 +56,7 @@ def _store_inline(ctx: WorkerContext, job_id: str) -> None:
 
 def _run(ctx: WorkerContext, name: str, job_id: str, step: Callable[[WorkerContext, str], Next],
          retry_as: Step) -> None:
+    ctx.recorder.step_run(name.removeprefix("genqueue."))
     try:
         nxt = step(ctx, job_id)
     except _DB_AWAY as exc:
