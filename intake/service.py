@@ -242,7 +242,7 @@ class Intake:
             raise
         ids = [row["id"] for row in rows]
         try:
-            self._enqueue([entry(row["id"], row["priority"], api_key_id, row["created_at"].timestamp()) for row in rows])
+            self._enqueue([entry(r["id"], r["priority"], api_key_id, r["created_at"].timestamp()) for r in rows])
         except Exception as exc:  # Redis away: due for the sweeper's audit at once, which puts them in their lanes
             log.warning("enqueue failed for %d jobs (%s); the sweeper will pick them up", len(ids), type(exc).__name__)
             self._due_now(ids, now)
