@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from genqueue.models import callbacks
 from genqueue.models.base import utcnow
 from genqueue.models.jobs import JOBS, compare_and_set
 from genqueue.worker.context import WorkerContext
@@ -36,13 +37,26 @@ def _values(d: Decision) -> dict[str, Any]:
 
 def write(session: Session, job_id: str, d: Decision) -> bool:
     """The decision's compare-and-set, in the caller's transaction; True if it matched."""
-    return bool(compare_and_set(session, job_id, d.expect, _values(d), to=d.to, guard=d.guard))
+    if not compare_and_set(session, job_id, d.expect, _values(d), to=d.to, guard=d.guard):
+        return False
+    _callback_outbox(session, job_id, d)
+    return True
 
 
 def write_returning(session: Session, job_id: str, d: Decision) -> JobSnapshot | None:
     """The same, returning the job as written (None when it did not match)."""
     row = compare_and_set(session, job_id, d.expect, _values(d), to=d.to, guard=d.guard, returning=True)
-    return JobSnapshot.from_row(row) if row is not None and not isinstance(row, bool) else None
+    if row is None or isinstance(row, bool):
+        return None
+    _callback_outbox(session, job_id, d)
+    return JobSnapshot.from_row(row)
+
+
+def _callback_outbox(session: Session, job_id: str, d: Decision) -> None:
+    """A status change that triggers a callback queues it in the same transaction (durable outbox,
+    models.callbacks); the delivery itself runs later on the callbacks queue, never in this step."""
+    if d.to is not None:
+        callbacks.add_for_status(session, job_id, d.to, utcnow())
 
 
 def commit(ctx: WorkerContext, job: JobSnapshot, d: Decision | None) -> Next:
