@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, and_, func, insert, literal, or_, select, true, update
+from sqlalchemy import ColumnElement, Row, Table, and_, func, insert, literal, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from genqueue.models.ids import new_id
@@ -60,16 +60,20 @@ def add_for_status(session: Session, job_id: str, status: JobStatus | None, now:
 def due_for_job(session: Session, job_id: str, now: datetime) -> list[str]:
     """The pending deliveries of a job that are due (a job has one or two)."""
     return list(session.scalars(select(DELIVERIES.c.id).where(
-        DELIVERIES.c.job_id == job_id, DELIVERIES.c.state == "pending",
-        DELIVERIES.c.next_attempt_at <= now + EARLY).order_by(DELIVERIES.c.created_at)))
+        DELIVERIES.c.job_id == job_id, DELIVERIES.c.state == "pending", _due(now)).order_by(DELIVERIES.c.created_at)))
+
+
+def _due(now: datetime) -> ColumnElement[bool]:
+    # A first attempt is due at once: its next_attempt_at was stamped by whichever host wrote the status
+    # change, and a worker whose clock reads earlier must not wait for it.
+    return or_(DELIVERIES.c.attempts == 0, DELIVERIES.c.next_attempt_at <= now + EARLY)
 
 
 def claim(session: Session, delivery_id: str, now: datetime, lease: timedelta) -> Row[Any] | None:
     """Take a due, unleased delivery for one attempt (counted now, so an attempt whose worker died
     still counts); the row as claimed, or None when it is not due, leased or finished."""
     stmt = (update(DELIVERIES)
-            .where(DELIVERIES.c.id == delivery_id, DELIVERIES.c.state == "pending",
-                   DELIVERIES.c.next_attempt_at <= now + EARLY,
+            .where(DELIVERIES.c.id == delivery_id, DELIVERIES.c.state == "pending", _due(now),
                    or_(DELIVERIES.c.lease_until.is_(None), DELIVERIES.c.lease_until < now))
             .values(attempts=DELIVERIES.c.attempts + 1, lease_until=now + lease)
             .returning(*DELIVERIES.c))
@@ -121,7 +125,7 @@ def dispatch_overdue(session: Session, now: datetime, redispatch: timedelta, lim
     """Job ids with a due delivery nobody carries: not leased, and no message sent for it in the last
     `redispatch` (or ever: a new row). Marks them sent."""
     rows = session.execute(select(DELIVERIES.c.id, DELIVERIES.c.job_id).where(
-        DELIVERIES.c.state == "pending", DELIVERIES.c.next_attempt_at <= now,
+        DELIVERIES.c.state == "pending", or_(DELIVERIES.c.attempts == 0, DELIVERIES.c.next_attempt_at <= now),
         or_(DELIVERIES.c.lease_until.is_(None), DELIVERIES.c.lease_until < now),
         or_(DELIVERIES.c.dispatched_at.is_(None), DELIVERIES.c.dispatched_at < now - redispatch),
     ).order_by(DELIVERIES.c.next_attempt_at).limit(limit)).all()
