@@ -39,6 +39,13 @@ def event_for(status: JobStatus | None) -> str | None:
     return RUNNING_EVENT if status is JobStatus.RUNNING else None
 
 
+def add(session: Session, job_id: str, api_key_id: str | None, url: str, event: str, now: datetime) -> None:
+    """Queue one delivery, in the caller's transaction (the one that wrote the status change)."""
+    session.execute(insert(DELIVERIES).values(
+        id="msg_" + new_id(), job_id=job_id, api_key_id=api_key_id, event=event, url=url, state="pending",
+        attempts=0, created_at=now, next_attempt_at=now))
+
+
 def add_for_status(session: Session, job_id: str, status: JobStatus | None, now: datetime) -> None:
     """In the caller's transaction (the one that moved the job to `status`): queue the callback this
     status change triggers, if the job has a callback URL (and, for `running`, asked for it). One
