@@ -191,3 +191,19 @@ def test_a_worker_dying_mid_attempt_holds_the_row_only_until_its_lease_ends(
     Webhook(secret).verify(seen.body, seen.headers)
     [d] = _deliveries(ctx, job_id)
     assert (d.state, d.attempts) == ("delivered", 2)  # the lost attempt counts
+
+
+def test_a_private_destination_is_refused_at_delivery_too(tmp_path: Path, db_url: str, redis_url: str,
+                                                          receiver: CallbackReceiver) -> None:
+    """A row whose URL is private (accepted while CALLBACK_ALLOW_PRIVATE was on) gets no request once it
+    is off: the attempt is recorded as refused, with no status code, and retried on the schedule."""
+    ctx = worker_context(tmp_path, db_url, redis_url)
+    key_id, _ = _key(ctx)
+    job_id = _job(ctx, key_id, receiver.url())
+    _finish(ctx, job_id)
+    assert service.deliver_due(ctx, job_id) is not None
+    assert receiver.requests() == []
+    with ctx.sessions() as s:
+        [(d, [attempt])] = outbox.for_job(s, job_id)
+    assert d.state == "pending" and attempt.status_code is None
+    assert "loopback or private" in (attempt.error or "")

@@ -94,9 +94,12 @@ def _post(ctx: WorkerContext, url_text: str, secret: str, msg_id: str, event: st
     data = body.encode()
     headers = {"content-type": "application/json", "user-agent": USER_AGENT, "genqueue-event": event,
                **signing.headers(secret, msg_id, int(now.timestamp()), data)}
+    request = ctx.callback_http.build_request("POST", url, content=data, headers=headers, timeout=TIMEOUT)
     try:
         with pinned(host, port, address):
-            response = ctx.callback_http.post(url, content=data, headers=headers, timeout=TIMEOUT)
+            # Streamed and closed unread: only the status matters, and a receiver answering with an
+            # endless body must not fill this worker's memory.
+            response = ctx.callback_http.send(request, stream=True, follow_redirects=False)
     except httpx.TransportError as exc:
         return None, type(exc).__name__
     response.close()
