@@ -50,6 +50,7 @@ class Principal:
     role: Role
     # The key's default callback URL, and whether it can sign callbacks (has a secret).
     callbacks: CallbackKey = field(default_factory=CallbackKey)
+    max_queued: int | None = None  # the key's limit on queued jobs (intake answers 429 beyond it)
 
     @property
     def sees_all(self) -> bool:
@@ -79,7 +80,7 @@ def _principal(request: Request, session: Session, token: str) -> Principal:
     if wait is not None:
         raise ApiError(429, "rate_limited", "too many requests for this API key",
                        headers={"Retry-After": str(wait)})
-    return Principal(key_id=key.id, name=key.name, role=role,
+    return Principal(key_id=key.id, name=key.name, role=role, max_queued=key.max_queued,
                      callbacks=CallbackKey(default_url=key.callback_url, can_sign=key.can_sign))
 
 

@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     callback_retry_max: float = Field(3600.0, gt=0, le=6 * 3600,
                                       validation_alias=_alias("GENQUEUE_CALLBACK_RETRY_MAX"))
     job_deadline_seconds: float = Field(3600.0, gt=0, validation_alias=_alias("GENQUEUE_JOB_DEADLINE"))
+    # Seconds of waiting that raise a queued job's priority by one level (genqueue.sched.plan).
+    priority_aging: float = Field(300.0, ge=1, validation_alias=_alias("GENQUEUE_PRIORITY_AGING"))
 
     # --- security ----------------------------------------------------------------------------
     # Comma-separated Fernet keys; the first encrypts, all decrypt (rotation). Empty: a key file in data_dir.

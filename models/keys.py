@@ -32,9 +32,21 @@ def hash_key(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
-def create_key(session: Session, name: str, role: Role) -> tuple[ApiKey, str]:
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A key's scheduling settings (genqueue.sched.plan): its share of the create budget against other
+    keys with queued work, and its limits (None: none)."""
+
+    weight: int = 1
+    max_running: int | None = None
+    max_queued: int | None = None
+
+
+def create_key(session: Session, name: str, role: Role, limits: Limits | None = None) -> tuple[ApiKey, str]:
+    limits = limits or Limits()
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(name=name, role=role.value, key_hash=hash_key(plaintext), prefix=plaintext[:10])
+    key = ApiKey(name=name, role=role.value, key_hash=hash_key(plaintext), prefix=plaintext[:10],
+                 weight=limits.weight, max_running=limits.max_running, max_queued=limits.max_queued)
     session.add(key)
     session.flush()
     return key, plaintext
@@ -57,7 +69,7 @@ def open_callback_secret(cipher: MultiFernet, sealed: str) -> str:
     return secret
 
 
-def _find(session: Session, key_id_or_prefix: str) -> ApiKey | None:
+def find_key(session: Session, key_id_or_prefix: str) -> ApiKey | None:
     return session.scalar(
         select(ApiKey).where((ApiKey.id == key_id_or_prefix) | (ApiKey.prefix == key_id_or_prefix))
     )
@@ -65,11 +77,29 @@ def _find(session: Session, key_id_or_prefix: str) -> ApiKey | None:
 
 def rotate_callback_secret(session: Session, key_id_or_prefix: str, cipher: MultiFernet) -> str | None:
     """A new signing secret for an active key (the old one stops signing at once), or None."""
-    key = _find(session, key_id_or_prefix)
+    key = find_key(session, key_id_or_prefix)
     if key is None or key.revoked_at is not None:
         return None
     secret, key.callback_secret_sealed = new_callback_secret(cipher)
     return secret
+
+
+UNSET = -1  # `update_limits`: clear a limit (back to none)
+
+
+def update_limits(session: Session, key_id_or_prefix: str, *, weight: int | None = None,
+                  max_running: int | None = None, max_queued: int | None = None) -> ApiKey | None:
+    """Change what is given (a limit given as UNSET is cleared); the active key, or None."""
+    key = find_key(session, key_id_or_prefix)
+    if key is None or key.revoked_at is not None:
+        return None
+    if weight is not None:
+        key.weight = weight
+    if max_running is not None:
+        key.max_running = None if max_running == UNSET else max_running
+    if max_queued is not None:
+        key.max_queued = None if max_queued == UNSET else max_queued
+    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +109,13 @@ class ActiveKey:
     role: str
     callback_url: str | None = None
     can_sign: bool = False  # has a callback signing secret
+    max_queued: int | None = None
 
 
 _KEYS = cast(Table, ApiKey.__table__)
-# A Core SELECT of the four columns the API needs (run on every request): no ORM object is built.
-_ACTIVE_BY_HASH = select(_KEYS.c.id, _KEYS.c.name, _KEYS.c.role, _KEYS.c.key_hash, _KEYS.c.callback_url,
-                         _KEYS.c.callback_secret_sealed.is_not(None).label("can_sign")).where(
+# A Core SELECT of the columns the API needs (run on every request): no ORM object is built.
+_ACTIVE_BY_HASH = select(_KEYS.c.id, _KEYS.c.name, _KEYS.c.role, _KEYS.c.key_hash, _KEYS.c.max_queued,
+                         _KEYS.c.callback_url, _KEYS.c.callback_secret_sealed.is_not(None).label("can_sign")).where(
     _KEYS.c.key_hash == bindparam("digest"), _KEYS.c.revoked_at.is_(None))
 
 
@@ -94,12 +125,12 @@ def find_active_key(session: Session, plaintext: str) -> ActiveKey | None:
     row = session.connection().execute(_ACTIVE_BY_HASH, {"digest": digest}).first()
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         return None
-    return ActiveKey(id=row.id, name=row.name, role=row.role, callback_url=row.callback_url,
-                     can_sign=bool(row.can_sign))
+    return ActiveKey(id=row.id, name=row.name, role=row.role, max_queued=row.max_queued,
+                     callback_url=row.callback_url, can_sign=bool(row.can_sign))
 
 
 def revoke_key(session: Session, key_id_or_prefix: str) -> bool:
-    key = _find(session, key_id_or_prefix)
+    key = find_key(session, key_id_or_prefix)
     if key is None or key.revoked_at is not None:
         return False
     key.revoked_at = utcnow()

@@ -2,13 +2,13 @@
 durable outbox of deliveries with their attempts
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0006'
-down_revision = '0004'  # the lead re-chains 0005/0006/0007 at merge
+down_revision = '0005'  # was '0004' on this branch; chained after 0005 (scheduling) when main was merged in
 branch_labels = None
 depends_on = None
 
