@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from genqueue.api import (
     dashboard,
+    routes_callbacks,
     routes_health,
     routes_jobs,
     routes_metrics,
@@ -66,6 +67,7 @@ def create_app(parts: ApiParts) -> FastAPI:
     app.add_middleware(CatchAll)  # added last, so outermost: it also covers the middlewares above
     app.include_router(routes_health.router)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_callbacks.router)
     app.include_router(routes_outputs.router)
     app.include_router(routes_stats.router)
     app.include_router(routes_metrics.router)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 
 import redis
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from genqueue.api.auth import Principal, require
-from genqueue.api.deps import JobEnqueuer, get_enqueuer, get_intake, get_session
+from genqueue.api.deps import JobEnqueuer, get_enqueuer, get_intake, get_session, session_factory
 from genqueue.api.errors import ApiError, ErrorResponse
 from genqueue.api.estimates import Estimator
 from genqueue.api.pagination import decode_cursor, encode_cursor
@@ -28,6 +29,7 @@ from genqueue.api.views import (
 )
 from genqueue.intake import Intake, JobRequest
 from genqueue.intake.service import MAX_BATCH
+from genqueue.models import callbacks
 from genqueue.models.base import utcnow
 from genqueue.models.jobs import finish_timings, touch, transition
 from genqueue.models.keys import Role
@@ -75,7 +77,8 @@ def _accept(request: Request, session: Session, principal: Principal, intake: In
     """Runs in the threadpool, in the session the key was looked up in: insert, commit, enqueue, views.
     New jobs are shown as written (queued), without reading them back; a replay is read back as it is now."""
     jobs, created = intake.submit(requests, api_key_id=principal.key_id, idempotency_key=idempotency_key,
-                                  batch=batch, session=session, max_queued=principal.max_queued)
+                                  batch=batch, session=session, max_queued=principal.max_queued,
+                                  callback_key=principal.callbacks)
     if created:
         return [accepted_view(j) for j in jobs], True
     rows = visible_jobs(session, [j.id for j in jobs], principal)
@@ -162,9 +165,8 @@ def cancel_job(job_id: JobId, request: Request, response: Response, session: Ses
         status = JobStatus(job.status)
         now = utcnow()
         if status == JobStatus.QUEUED:
-            if transition(session, job_id, JobStatus.QUEUED, JobStatus.CANCELED, finished_at=now,
-                          error_code=None, **finish_timings(job, now)):
-                session.commit()
+            if _cancel_queued(request, job, now):
+                session.commit()  # ends the read, so the answer below reads the job as canceled
                 _leave_lane(request, job)
                 log.info("job canceled while queued job=%s", job_id)
                 response.status_code = 200
@@ -180,6 +182,17 @@ def cancel_job(job_id: JobId, request: Request, response: Response, session: Ses
     else:
         raise ApiError(409, "conflict", "the job kept changing state; try again")
     return job_view(visible_job(session, job_id, principal), output_url(request), show_storage=principal.sees_all)
+
+
+def _cancel_queued(request: Request, job: Job, now: datetime) -> bool:
+    """queued -> canceled, with the callback it triggers queued in the same transaction (the outbox,
+    models.callbacks): a transaction of its own, as the request session writes one statement at most."""
+    with session_factory(request).begin() as tx:
+        if not transition(tx, job.id, JobStatus.QUEUED, JobStatus.CANCELED, finished_at=now,
+                          error_code=None, **finish_timings(job, now)):
+            return False
+        callbacks.add_for_status(tx, job.id, JobStatus.CANCELED, now)
+    return True
 
 
 def _leave_lane(request: Request, job: Job) -> None:

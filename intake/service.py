@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from genqueue.core.crypto import SecretPath, Split, encrypt_secrets, masked_input, secret_strings, split_secrets
 from genqueue.core.logs import register_secrets
+from genqueue.intake import callback_url
 from genqueue.intake.errors import FieldError, IntakeError
 from genqueue.intake.jsoncheck import DEFAULT_MAX_INPUT_BYTES, json_problems, larger_than
 from genqueue.intake.requests import JobRequest
@@ -47,7 +48,8 @@ _JOBS = cast(Table, Job.__table__)
 # Every column intake writes, in COPY order. The others are NULL until a worker fills them.
 _COLUMNS = ("id", "status", "target", "model", "version", "deployment", "input_public", "secret_names",
             "input_sealed", "api_key_id", "idempotency_key", "request_hash", "created_at", "updated_at",
-            "deadline_at", "next_check_at", "polls", "attempts", "deliveries", "priority")
+            "deadline_at", "next_check_at", "polls", "attempts", "deliveries", "priority",
+            "callback_url", "callback_on_running")
 _JSON_COLUMNS = frozenset({"input_public", "secret_names"})
 _COPY_SQL = f"COPY jobs ({', '.join(_COLUMNS)}) FROM STDIN"
 _INSERT = _JOBS.insert()  # built once: constructing it per call showed up in the single-submit profile
@@ -119,7 +121,37 @@ def _input_errors(req: JobRequest, prefix: str, max_input_bytes: int) -> tuple[l
     return [FieldError(prefix + e.field, e.reason) for e in check(req.input)], False
 
 
-def validate(requests: Sequence[JobRequest], *, batch: bool, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES) -> None:
+@dataclass(frozen=True, slots=True)
+class CallbackKey:
+    """What intake needs of the submitting key for callbacks: its default URL, and whether it has a
+    signing secret (a callback that cannot be signed is refused at submit, not failed later)."""
+
+    default_url: str | None = None
+    can_sign: bool = False
+
+
+def _callback_errors(req: JobRequest, prefix: str, key: CallbackKey, allow_private: bool) -> list[FieldError]:
+    url = req.callback_url or key.default_url
+    errors: list[FieldError] = []
+    if req.callback_events is not None:
+        if url is None:
+            errors.append(FieldError(prefix + "callback_events", "needs a callback_url"))
+        elif "terminal" not in req.callback_events:
+            errors.append(FieldError(prefix + "callback_events", 'must include "terminal"'))
+    if url is None:
+        return errors
+    if req.callback_url is not None:
+        reason = callback_url.problem(req.callback_url, allow_private)
+        if reason is not None:
+            errors.append(FieldError(prefix + "callback_url", reason))
+    if not key.can_sign:
+        errors.append(FieldError(prefix + "callback_url", "needs an API key with a callback signing secret "
+                                 "(genqueue keys rotate-callback-secret)"))
+    return errors
+
+
+def validate(requests: Sequence[JobRequest], *, batch: bool, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+             key: CallbackKey = CallbackKey(), callback_allow_private: bool = False) -> None:
     if not requests:
         raise IntakeError(422, "validation_error", "no jobs given", [FieldError("jobs", "must not be empty")])
     if len(requests) > MAX_BATCH:
@@ -128,8 +160,9 @@ def validate(requests: Sequence[JobRequest], *, batch: bool, max_input_bytes: in
     errors: list[FieldError] = []
     too_large = False
     for i, req in enumerate(requests):
-        found, large = _input_errors(req, f"jobs.{i}." if batch else "", max_input_bytes)
-        errors += found
+        prefix = f"jobs.{i}." if batch else ""
+        found, large = _input_errors(req, prefix, max_input_bytes)
+        errors += found + _callback_errors(req, prefix, key, callback_allow_private)
         too_large = too_large or large
     if too_large:
         raise IntakeError(413, "payload_too_large", "an input is too large", errors)
@@ -178,6 +211,7 @@ class Intake:
         default_deadline: float,
         *,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        callback_allow_private: bool = False,
     ) -> None:
         self._sessions = session_factory
         self._cipher = cipher
@@ -185,6 +219,7 @@ class Intake:
         self._enqueue = enqueue
         self._default_deadline = default_deadline
         self._max_input_bytes = max_input_bytes
+        self._callback_allow_private = callback_allow_private
 
     def submit(
         self,
@@ -195,21 +230,26 @@ class Intake:
         batch: bool = False,
         session: Session | None = None,
         max_queued: int | None = None,
+        callback_key: CallbackKey = CallbackKey(),
     ) -> tuple[list[AcceptedJob], bool]:
         """Accept jobs all-or-nothing. Returns (jobs, created); created is False on an idempotent replay.
 
         `session`: write in this session's transaction (the API's, which already looked up the key) and
         commit it; by default intake uses a session of its own. `max_queued`: the key's limit on queued
         jobs; the check and the insert then run in a transaction of intake's own that locks the key's
-        row, so concurrent submissions of one key cannot both pass it."""
-        validate(requests, batch=batch, max_input_bytes=self._max_input_bytes)
+        row, so concurrent submissions of one key cannot both pass it. `callback_key`: the submitting key's
+        callback default and whether it can sign (`callback_url` is refused without a secret)."""
+        validate(requests, batch=batch, max_input_bytes=self._max_input_bytes, key=callback_key,
+                 callback_allow_private=self._callback_allow_private)
         if session is None or (max_queued is not None and api_key_id is not None):
             with self._sessions() as own:
-                return self._submit(own, requests, api_key_id, idempotency_key, batch, max_queued)
-        return self._submit(session, requests, api_key_id, idempotency_key, batch, None)
+                return self._submit(own, requests, api_key_id, idempotency_key, batch, max_queued,
+                                    callback_key)
+        return self._submit(session, requests, api_key_id, idempotency_key, batch, None, callback_key)
 
     def _submit(self, session: Session, requests: Sequence[JobRequest], api_key_id: str | None,
-                idempotency_key: str | None, batch: bool, max_queued: int | None) -> tuple[list[AcceptedJob], bool]:
+                idempotency_key: str | None, batch: bool, max_queued: int | None,
+                callback_key: CallbackKey = CallbackKey()) -> tuple[list[AcceptedJob], bool]:
         splits = [split_secrets(r.input, self._secret_fields) for r in requests]
         # From here on the secrets are in the clear in this context: mask them in anything it logs.
         register_secrets(s for split in splits for v in split.values for s in secret_strings(v))
@@ -226,7 +266,8 @@ class Intake:
         now = utcnow()
         # A batch's jobs are created a microsecond apart: (created_at, id) is then the order they were
         # given in, which the lanes (FIFO by created_at) and a rebuild of them from SQL both keep.
-        rows = [self._row(r, api_key_id, key, digest, now + timedelta(microseconds=i), split)
+        rows = [self._row(r, api_key_id, key, digest, now + timedelta(microseconds=i), split,
+                          callback_key.default_url)
                 for i, (r, split, key) in enumerate(zip(requests, splits, keys, strict=True))]
         try:
             insert_rows(session.connection(), rows)
@@ -277,7 +318,7 @@ class Intake:
         return [AcceptedJob.of(r) for r in sorted(rows, key=lambda r: order[r.idempotency_key])]
 
     def _row(self, req: JobRequest, api_key_id: str | None, key: str | None, digest: str | None,
-             now: datetime, split: Split | None = None) -> dict[str, Any]:
+             now: datetime, split: Split | None = None, default_callback: str | None = None) -> dict[str, Any]:
         if split is None:
             split = split_secrets(req.input, self._secret_fields)
         deadline = req.deadline_seconds or self._default_deadline
@@ -304,4 +345,6 @@ class Intake:
             "polls": 0,
             "attempts": 0,
             "deliveries": 0,
+            "callback_url": req.callback_url or default_callback,
+            "callback_on_running": "running" in (req.callback_events or ()),
         }

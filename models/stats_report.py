@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from genqueue.models import stats, stats_series
+from genqueue.models import callbacks, stats, stats_series
 from genqueue.models.base import utcnow
 from genqueue.models.stats import STATUSES, Filters
 from genqueue.models.tables import ApiKey, Job
@@ -102,6 +102,8 @@ def report(session: Session, f: Filters, *, price_per_second: float, create_rate
         "failures": stats.failures(session, f),
         "models": stats.per_model(session, f),
         "cost": cost(session, f, price_per_second),
+        # Callback deliveries by state and failed attempts, all time (not windowed or filtered).
+        "callbacks": callbacks.counts(session),
     }
 
 

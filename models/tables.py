@@ -1,4 +1,5 @@
-"""SQLAlchemy 2.0 typed tables: jobs, their stored outputs, and API keys."""
+"""SQLAlchemy 2.0 typed tables: jobs, their stored outputs, API keys, worker heartbeats, and the callback
+outbox (deliveries and their attempts)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     Float,
     ForeignKey,
@@ -16,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -44,6 +47,10 @@ class ApiKey(Base):
     weight: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     max_running: Mapped[int | None] = mapped_column(Integer)
     max_queued: Mapped[int | None] = mapped_column(Integer)
+    # 0006: the default callback URL of this key's jobs, and its `whsec_...` signing secret, Fernet-sealed
+    # with SECRETS_KEY (never stored in the clear; printed once by `keys create`/`rotate-callback-secret`).
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    callback_secret_sealed: Mapped[str | None] = mapped_column(Text)
 
 
 class Job(Base):
@@ -66,6 +73,10 @@ class Job(Base):
     priority: Mapped[int] = mapped_column(SmallInteger, default=5, server_default="5")  # 0005: 0-9, higher first
     # Set by a cancel request on a job that is already on Replicate; the cancel task acts on it.
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    # 0006: where to POST the job on its terminal status (and, with callback_on_running, when it runs).
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    callback_on_running: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     # 0004: the worker (`worker_heartbeats.id`) whose claim is the current one; see models/heartbeats.py.
     claimed_by: Mapped[str | None] = mapped_column(String(64))
@@ -154,3 +165,50 @@ class WorkerHeartbeat(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     beat_at: Mapped[float] = mapped_column(Float)
     since: Mapped[float] = mapped_column(Float)  # the start of its current unbroken run of beats
+
+
+class CallbackDelivery(Base):
+    """0006: the callback outbox. One row per event to deliver, inserted in the transaction that wrote
+    the job's status change, so an event is never lost to a crash between the two. Its `id` is the
+    Standard Webhooks `webhook-id` of every attempt; `body` is frozen at the first attempt, so every
+    retry carries the same bytes."""
+
+    __tablename__ = "callback_deliveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # msg_<hex>
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
+    event: Mapped[str] = mapped_column(String(16))  # running | terminal
+    url: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # A worker holds the row while its attempt runs; an expired lease is a worker that died mid-attempt.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When the sweeper last sent a delivery message for it (not again for a while: it may be queued).
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    body: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    error_code: Mapped[str | None] = mapped_column(String(32))  # callback_failed once given up
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint(_one_of("state", ["pending", "delivered", "failed"]), name="ck_callback_deliveries_state"),
+        Index("ix_callback_deliveries_job", "job_id"),
+        Index("ix_callback_deliveries_due", "state", "next_attempt_at"),
+    )
+
+
+class CallbackAttempt(Base):
+    """0006: one row per attempt that reached an outcome: when, the HTTP status (None: no answer), how long."""
+
+    __tablename__ = "callback_attempts"
+
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("callback_deliveries.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(String(200))

@@ -123,6 +123,9 @@
     table($("failures"), ["code", "n", "latest message"], s.failures.map(function (f) {
       return row([f.error_code, f.count, h("span", {cls: "msg", title: f.latest_message || "", text: f.latest_message || "–"})]);
     }));
+    var cb = s.callbacks || {};
+    table($("callbacks"), ["pending", "delivered", "gave up", "failed attempts"],
+      [row([cb.pending || 0, cb.delivered || 0, cb.failed || 0, cb.failed_attempts || 0])]);
     table($("models"), ["model", "jobs", "ok", "failed", "p50 predict", "spend"], s.models.map(function (m) {
       var spend = (s.cost.by_model.filter(function (c) { return c.model === m.model; })[0] || {}).spend;
       return row([m.model, m.total, m.by_status.succeeded, m.by_status.failed, secs(m.p50_predict_time), money(spend)]);
