@@ -14,7 +14,7 @@ from genqueue.api.auth import Principal, require
 from genqueue.api.deps import JobEnqueuer, get_enqueuer, get_intake, get_session
 from genqueue.api.errors import ApiError, ErrorResponse
 from genqueue.api.pagination import decode_cursor, encode_cursor
-from genqueue.api.queries import list_jobs, visible_job, visible_jobs
+from genqueue.api.queries import list_jobs, metadata_query, visible_job, visible_jobs
 from genqueue.api.views import (
     LIST_INPUT_MAX_BYTES,
     JobBatchView,
@@ -100,7 +100,8 @@ async def create_job(body: JobRequest, request: Request, response: Response, ses
 async def create_batch(body: BatchRequest, request: Request, response: Response, session: Session_,
                        principal: Submitter, intake: Annotated[Intake, Depends(get_intake)],
                        idempotency_key: IdempotencyKey = None) -> JobBatchView:
-    """Either every job is accepted or none is; field errors name `jobs.<index>.<field>`."""
+    """Either every job is accepted or none is; field errors name `jobs.<index>.<field>`. To stream up to
+    50,000 jobs with per-line errors, progress and results, use `POST /v1/batches`."""
     views, created = await run_in_threadpool(_accept, request, session, principal, intake, body.jobs,
                                              idempotency_key, True)
     if not created:
@@ -108,7 +109,8 @@ async def create_batch(body: BatchRequest, request: Request, response: Response,
     return JobBatchView(jobs=views)
 
 
-@router.get("", responses=_errors(401, 422, 429), summary="List jobs, newest first")
+@router.get("", responses=_errors(401, 422, 429), summary="List jobs, newest first",
+            description="`metadata.<key>=<value>` (repeatable with other keys): only jobs tagged so")
 def get_jobs(
     request: Request,
     session: Session_,
@@ -122,7 +124,8 @@ def get_jobs(
                     "bytes are left out to keep pages small")] = None,
 ) -> JobPage:
     after = decode_cursor(cursor) if cursor else None
-    rows, more = list_jobs(session, principal, limit=limit, status=status, model=model, after=after)
+    rows, more = list_jobs(session, principal, limit=limit, status=status, model=model, after=after,
+                           metadata=metadata_query(request))
     input_limit = None if "input" in (include or []) else LIST_INPUT_MAX_BYTES
     url = output_url(request)
     next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None

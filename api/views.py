@@ -71,6 +71,8 @@ class JobView(BaseModel):
     completed_at: datetime | None
     finished_at: datetime | None
     deadline_at: datetime | None
+    metadata: dict[str, str] = Field(default_factory=dict, description="Your tags, as given")
+    batch_id: str | None = Field(None, description="The batch (`POST /v1/batches`) the job came in")
 
 
 class JobBatchView(BaseModel):
@@ -116,6 +118,8 @@ def job_view(job: Job, output_url: OutputUrl, *, input_limit: int | None = None,
         completed_at=job.completed_at,
         finished_at=job.finished_at,
         deadline_at=job.deadline_at,
+        metadata=job.meta or {},
+        batch_id=job.batch_id,
     )
 
 
@@ -140,4 +144,5 @@ def accepted_view(job: AcceptedJob) -> JobView:
         completed_at=None,
         finished_at=None,
         deadline_at=job.deadline_at,
+        metadata=job.meta or {},
     )

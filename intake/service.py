@@ -29,6 +29,7 @@ from genqueue.core.crypto import SecretPath, Split, encrypt_secrets, masked_inpu
 from genqueue.core.logs import register_secrets
 from genqueue.intake.errors import FieldError, IntakeError
 from genqueue.intake.jsoncheck import DEFAULT_MAX_INPUT_BYTES, json_problems, larger_than
+from genqueue.intake.metadata import metadata_problems
 from genqueue.intake.requests import JobRequest
 from genqueue.intake.schemas import validator_for
 from genqueue.models.base import utcnow
@@ -43,8 +44,8 @@ _JOBS = cast(Table, Job.__table__)
 # Every column intake writes, in COPY order. The others are NULL until a worker fills them.
 _COLUMNS = ("id", "status", "target", "model", "version", "deployment", "input_public", "secret_names",
             "input_sealed", "api_key_id", "idempotency_key", "request_hash", "created_at", "updated_at",
-            "deadline_at", "next_check_at", "polls", "attempts", "deliveries")
-_JSON_COLUMNS = frozenset({"input_public", "secret_names"})
+            "deadline_at", "next_check_at", "polls", "attempts", "deliveries", "meta", "batch_id", "batch_seq")
+_JSON_COLUMNS = frozenset({"input_public", "secret_names", "meta"})
 _COPY_SQL = f"COPY jobs ({', '.join(_COLUMNS)}) FROM STDIN"
 _INSERT = _JOBS.insert()  # built once: constructing it per call showed up in the single-submit profile
 
@@ -62,6 +63,7 @@ class AcceptedJob:
     secret_names: list[SecretPath]
     created_at: datetime
     deadline_at: datetime | None
+    meta: dict[str, str] | None = None
 
     @classmethod
     def of(cls, job: Job) -> AcceptedJob:
@@ -103,15 +105,21 @@ def request_hash(requests: Sequence[JobRequest], secret_fields: frozenset[str],
 def _input_errors(req: JobRequest, prefix: str, max_input_bytes: int) -> tuple[list[FieldError], bool]:
     """(field errors, whether the input is too large) for one job; the model's own checks run only on
     an input that is plain, storable JSON."""
+    tags = metadata_problems(req.metadata, prefix + "metadata")
     problems = json_problems(req.input, prefix + "input")
     if problems:
-        return problems, False
+        return tags + problems, False
     if larger_than(req.input, max_input_bytes):
-        return [FieldError(prefix + "input", f"must be at most {max_input_bytes} bytes as JSON")], True
+        return [*tags, FieldError(prefix + "input", f"must be at most {max_input_bytes} bytes as JSON")], True
     check = validator_for(req.model_name, req.version)
     if check is None:
-        return [], False
-    return [FieldError(prefix + e.field, e.reason) for e in check(req.input)], False
+        return tags, False
+    return tags + [FieldError(prefix + e.field, e.reason) for e in check(req.input)], False
+
+
+def job_problems(req: JobRequest, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES) -> tuple[list[FieldError], bool]:
+    """One job's field errors (paths relative to the job) and whether its input is too large."""
+    return _input_errors(req, "", max_input_bytes)
 
 
 def validate(requests: Sequence[JobRequest], *, batch: bool, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES) -> None:
@@ -145,7 +153,8 @@ def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
     try:
         with driver.cursor() as cur, cur.copy(_COPY_SQL) as copy:
             for row in rows:
-                copy.write_row([json.dumps(row[c]) if c in _JSON_COLUMNS else row[c] for c in _COLUMNS])
+                copy.write_row([json.dumps(row[c]) if c in _JSON_COLUMNS and row[c] is not None else row[c]
+                                for c in _COLUMNS])
     except conn.dialect.loaded_dbapi.IntegrityError as exc:
         raise IntegrityError(_COPY_SQL, None, exc) from exc
 
@@ -223,6 +232,39 @@ class Intake:
         log.info("accepted %d jobs first=%s", len(ids), ids[0])
         return [AcceptedJob.from_row(row) for row in rows], True
 
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        return self._sessions
+
+    @property
+    def max_input_bytes(self) -> int:
+        return self._max_input_bytes
+
+    def insert_numbered(self, session: Session, items: Sequence[tuple[int, JobRequest]], *, api_key_id: str | None,
+                        batch_id: str) -> list[str]:
+        """Write already validated jobs of a batch (line number, request) in the session's transaction,
+        one INSERT/COPY; the caller commits, then `enqueue`s the ids. The batch path (intake/batches.py)."""
+        splits = [split_secrets(r.input, self._secret_fields) for _, r in items]
+        register_secrets(s for split in splits for v in split.values for s in secret_strings(v))
+        now = utcnow()
+        rows = []
+        for (seq, req), split in zip(items, splits, strict=True):
+            row = self._row(req, api_key_id, None, None, now, split)
+            row["batch_id"], row["batch_seq"] = batch_id, seq
+            rows.append(row)
+        if rows:
+            insert_rows(session.connection(), rows)
+        return [row["id"] for row in rows]
+
+    def enqueue(self, ids: list[str]) -> None:
+        """Send committed jobs to the workers; a broker that is away leaves them to the sweeper."""
+        if not ids:
+            return
+        try:
+            self._enqueue(ids)
+        except Exception as exc:
+            log.warning("enqueue failed for %d jobs (%s); the sweeper will pick them up", len(ids), type(exc).__name__)
+
     @staticmethod
     def _idem_key(key: str | None, index: int, batch: bool) -> str | None:
         if key is None:
@@ -267,4 +309,7 @@ class Intake:
             "polls": 0,
             "attempts": 0,
             "deliveries": 0,
+            "meta": req.metadata or None,
+            "batch_id": None,
+            "batch_seq": None,
         }

@@ -23,6 +23,7 @@ from typing import Any
 import redis
 from sqlalchemy import ColumnElement, and_, or_, select, update
 
+from genqueue.models import batches
 from genqueue.models.heartbeats import close_create_window, forget_silent, open_claims, read_beats
 from genqueue.models.jobs import JOBS, STUCK_AFTER
 from genqueue.models.status import JobStatus
@@ -103,6 +104,8 @@ def sweep(ctx: WorkerContext, *, batch: int = 2000) -> SweepReport:
     now = database_now(ctx)
     report = SweepReport()
     _release_dead_claims(ctx, now, report)
+    with ctx.sessions.begin() as session:
+        batches.close_finished(session, now)  # the batch callback's trigger (models/batches.py)
     with ctx.sessions.begin() as session:
         rows = session.execute(
             select(JOBS.c.id, JOBS.c.status, JOBS.c.next_check_at)
