@@ -3,7 +3,8 @@
 PostgreSQL: `meta @> '{"k": "v", ...}'::jsonb`, one containment test that the GIN index ix_jobs_meta
 (jsonb_path_ops) answers, however many keys are asked for and whichever keys they are (a side table
 of (job, key, value) rows would need a join per key and its own writes on the batch insert path).
-SQLite (the embedded default, small data): `json_extract(meta, '$."k"') = 'v'` per key, a scan.
+SQLite (the embedded default, small data): an EXISTS over `json_each(meta)` per key, a scan (json_each
+rather than a JSON path, so any key, quotes and dots included, is matched as given).
 The choice is made when the statement is compiled, so `Filters` and the list query stay
 database-agnostic.
 """
@@ -14,7 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import String, and_, bindparam, cast, func
+from sqlalchemy import String, bindparam, cast
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -33,11 +34,6 @@ class MetadataMatches(ColumnElement[bool]):
         self.wanted = dict(wanted)
 
 
-def _json_path(key: str) -> str:
-    # A JSON path member in double quotes: json.dumps escapes quotes and backslashes in the key.
-    return "$." + json.dumps(key)
-
-
 @compiles(MetadataMatches, "postgresql")
 def _postgresql(element: MetadataMatches, compiler: SQLCompiler, **kw: Any) -> str:
     doc = cast(bindparam(None, json.dumps(element.wanted), type_=String(), unique=True), JSONB())
@@ -46,6 +42,12 @@ def _postgresql(element: MetadataMatches, compiler: SQLCompiler, **kw: Any) -> s
 
 @compiles(MetadataMatches)
 def _default(element: MetadataMatches, compiler: SQLCompiler, **kw: Any) -> str:
-    clauses = [func.json_extract(element.column, bindparam(None, _json_path(k), type_=String(), unique=True))
-               == bindparam(None, v, type_=String(), unique=True) for k, v in element.wanted.items()]
-    return compiler.process(and_(*clauses), **kw)
+    column = compiler.process(element.column, **kw)
+    tests = []
+    for key, value in element.wanted.items():
+        k = compiler.process(bindparam(None, key, type_=String(), unique=True), **kw)
+        v = compiler.process(bindparam(None, value, type_=String(), unique=True), **kw)
+        # Only compiled SQL is put together here: the key and value are bound parameters.
+        tests.append(f"EXISTS (SELECT 1 FROM json_each({column}) AS je "  # noqa: S608
+                     f"WHERE je.key = {k} AND je.type = 'text' AND je.value = {v})")
+    return "(" + " AND ".join(tests) + ")"
