@@ -84,6 +84,31 @@ class BatchOutcome:
     truncated: bool = False
 
 
+def parse_line(raw: bytes | Mapping[str, Any] | None, batch_meta: Mapping[str, str],
+               max_input_bytes: int) -> tuple[JobRequest | None, list[FieldError]]:
+    """One line as a job request, or its field errors (paths relative to the line). Pure: the CLI checks
+    a whole file with it before submitting anything."""
+    if raw is None:
+        return None, [FieldError("line", f"must be at most {max_input_bytes + LINE_OVERHEAD} bytes")]
+    if isinstance(raw, bytes):
+        try:
+            raw = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None, [FieldError("line", "is not valid JSON")]
+    if not isinstance(raw, Mapping):
+        return None, [FieldError("line", "must be a JSON object (one job request)")]
+    try:
+        req = JobRequest.model_validate(raw)
+    except ValidationError as exc:
+        return None, field_errors(exc.errors())
+    if batch_meta:
+        # The batch's tags are every job's too (the job's own win), so filters find its jobs.
+        own = req.metadata if isinstance(req.metadata, dict) else {}
+        req = req.model_copy(update={"metadata": {**batch_meta, **own}})
+    problems, _ = job_problems(req, max_input_bytes)
+    return req, problems
+
+
 class BatchWriter:
     """Feed it items with `add` (any number of calls), then `finish`; `close` in any case."""
 
@@ -159,25 +184,7 @@ class BatchWriter:
             self._session = None
 
     def _parse(self, raw: bytes | Mapping[str, Any] | None) -> tuple[JobRequest | None, list[FieldError]]:
-        if raw is None:
-            return None, [FieldError("line", f"must be at most {self.max_line_bytes} bytes")]
-        if isinstance(raw, bytes):
-            try:
-                raw = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                return None, [FieldError("line", "is not valid JSON")]
-        if not isinstance(raw, Mapping):
-            return None, [FieldError("line", "must be a JSON object (one job request)")]
-        try:
-            req = JobRequest.model_validate(raw)
-        except ValidationError as exc:
-            return None, field_errors(exc.errors())
-        if self._meta:
-            # The batch's tags are every job's too (the job's own win), so filters find its jobs.
-            own = req.metadata if isinstance(req.metadata, dict) else {}
-            req = req.model_copy(update={"metadata": {**self._meta, **own}})
-        problems, _ = job_problems(req, self._intake.max_input_bytes)
-        return req, problems
+        return parse_line(raw, self._meta, self._intake.max_input_bytes)
 
     def _ensure_batch(self) -> tuple[str, datetime]:
         if self._batch is None:
