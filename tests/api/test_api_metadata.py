@@ -88,3 +88,21 @@ def test_pure_checks() -> None:
     assert metadata_filters([("status", "x"), ("metadata.a", "b")]) == {"a": "b"}
     with pytest.raises(ValueError):
         metadata_filters([("metadata.a", "\x00")])
+
+
+def test_postgresql_answers_metadata_filters_from_the_gin_index(make_api: Any, pg_url: str) -> None:
+    """The filter is one `@>` containment the GIN index (jsonb_path_ops) can answer."""
+    from sqlalchemy import select, text
+
+    from genqueue.models.metafilter import MetadataMatches
+    from genqueue.models.tables import Job
+
+    api = make_api(pg_url)
+    api.create(payload={**body(), "metadata": {"team": "red"}})
+    stmt = select(Job.id).where(MetadataMatches(Job.meta, {"team": "red", "run": "1"}))
+    with api.sessions() as s:
+        sql = str(stmt.compile(s.get_bind(), compile_kwargs={"literal_binds": True}))
+        assert "@>" in sql and "json_each" not in sql
+        s.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(r[0] for r in s.connection().exec_driver_sql("EXPLAIN " + sql))
+    assert "ix_jobs_meta" in plan, plan
