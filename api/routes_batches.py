@@ -66,7 +66,14 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-@router.post("", status_code=202, responses=_errors(401, 403, 413, 415, 422, 429),
+# The body is read by hand (streamed), so its two shapes are declared for the OpenAPI document here.
+_BODY = {"requestBody": {"required": True, "content": {
+    "application/x-ndjson": {"schema": {"type": "string", "description": "One job request (JSON) per line"}},
+    "application/json": {"schema": BatchBody.model_json_schema()},
+}}}
+
+
+@router.post("", status_code=202, responses=_errors(401, 403, 413, 415, 422, 429), openapi_extra=_BODY,
              summary="Create a batch (NDJSON stream of up to 50,000 jobs, or JSON)")
 async def create_batch(
     request: Request,
