@@ -7,6 +7,7 @@ GENQUEUE_MAX_BATCH_BYTES), split into lines, and handed to `intake.batches.Batch
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator
@@ -122,21 +123,29 @@ def _writer(intake: Intake, principal: Principal, options: dict[str, Any]) -> Ba
 
 
 async def _stream_ndjson(request: Request, writer: BatchWriter) -> BatchOutcome:
+    """Read the body while the previous chunk is validated and written in the threadpool: at most one
+    chunk being written and one being read are held."""
     splitter = LineSplitter(writer.max_line_bytes)
     pending: list[Item] = []
+    writing: asyncio.Future[None] | None = None
     too_large: BodyTooLarge | None = None
     truncated = False
     try:
         async for chunk in request.stream():
             pending += splitter.feed(chunk)
             if len(pending) >= CHUNK:
-                await run_in_threadpool(writer.add, pending)
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(run_in_threadpool(writer.add, pending))
                 pending = []
         pending += splitter.end()
     except BodyTooLarge as exc:
         too_large, truncated = exc, True
     except ClientDisconnect:
         truncated = True
+    finally:
+        if writing is not None:
+            await writing
     if pending:
         await run_in_threadpool(writer.add, pending)
     outcome = await run_in_threadpool(writer.finish, truncated=truncated)

@@ -39,6 +39,13 @@ def _rss_kib(pid: int, field: str) -> int:
     return 0
 
 
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of the process (its threads included): load-independent, unlike wall time on a
+    shared machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _body(lines: int, bad_every: int, tag: str) -> Iterator[bytes]:
     buf = []
     for i in range(1, lines + 1):
@@ -107,9 +114,11 @@ def main() -> int:
             sampler.start()
             headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/x-ndjson"}
             with httpx.Client(base_url=url, headers=headers, timeout=600) as client:
+                cpu0 = _cpu_seconds(pid)
                 t0 = time.perf_counter()
                 resp = client.post("/v1/batches", content=_body(args.lines, args.bad_every, uuid.uuid4().hex[:6]))
                 accept_s = time.perf_counter() - t0
+                accept_cpu = _cpu_seconds(pid) - cpu0
                 stop.set()
                 sampler.join()
                 assert resp.status_code == 202, resp.text[:500]
@@ -130,6 +139,9 @@ def main() -> int:
         print(json.dumps({
             "lines": args.lines, "accepted": accepted, "rejected": created["counts"]["rejected"],
             "accept_seconds": round(accept_s, 2), "jobs_per_second": round(accepted / accept_s, 1),
+            "api_cpu_ms_per_job": round(accept_cpu * 1000 / max(accepted, 1), 3),
+            "jobs_per_api_cpu_second": round(accepted / accept_cpu, 1) if accept_cpu else None,
+            "load_average_1m": os.getloadavg()[0],
             "api_rss_idle_mib": round(rss_idle / 1024, 1), "api_rss_peak_sampled_mib": round(peak[0] / 1024, 1),
             "api_vmhwm_mib": round(hwm / 1024, 1),
             "results_lines": n_lines, "results_bytes": size, "results_seconds": round(results_s, 2),
