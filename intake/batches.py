@@ -213,6 +213,13 @@ class BatchWriter:
                                                               batch_id=batch_id))
             return
         with self._intake.sessions() as session:
+            if pending and batches.cancel_requested(session, batch_id):
+                # Canceled while its body was still arriving: the lines after that are not accepted.
+                self.rejected += len(pending)
+                errors += [(line, [FieldError("line", "was not accepted: the batch was canceled")])
+                           for line, _ in pending]
+                errors.sort(key=lambda e: e[0])
+                pending = []
             ids = self._intake.insert_numbered(session, pending, api_key_id=self._key, batch_id=batch_id)
             batches.record_errors(session, batch_id, [
                 (line, [{"field": f.field, "reason": f.reason} for f in fields]) for line, fields in errors])

@@ -36,6 +36,10 @@ def create_batch(session: Session, *, api_key_id: str | None, callback_url: str 
     return batch
 
 
+def cancel_requested(session: Session, batch_id: str) -> bool:
+    return session.scalar(select(Batch.cancel_requested_at).where(Batch.id == batch_id)) is not None
+
+
 def record_errors(session: Session, batch_id: str, errors: Sequence[tuple[int, list[dict[str, str]]]]) -> None:
     """Refused lines (line number, [{"field", "reason"}]), listed in the batch's results at their place."""
     if errors:

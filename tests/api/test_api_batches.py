@@ -210,3 +210,27 @@ def test_jobs_of_a_batch_are_counted_from_the_index(api: Api) -> None:
     with api.sessions() as s:
         assert batches.counts(s, [got["id"]]) == {got["id"]: {"queued": 3}}
         assert s.scalar(select(func.count()).where(Job.batch_id == got["id"])) == 3
+
+
+def test_lines_after_a_cancel_of_a_batch_still_arriving_are_not_accepted(api: Api) -> None:
+    from genqueue.intake.batches import BatchWriter
+
+    writer = BatchWriter(api.app.state.intake, api_key_id=api.key_ids["alice"], chunk=2)
+    try:
+        writer.add([(1, json.dumps(body("a")).encode()), (2, json.dumps(body("b")).encode())])
+        assert writer.batch_id is not None
+        status = api.client.get(f"/v1/batches/{writer.batch_id}", headers=api.auth("alice")).json()["status"]
+        assert status == "accepting"
+        canceled = api.client.post(f"/v1/batches/{writer.batch_id}/cancel", headers=api.auth("alice"))
+        assert canceled.status_code == 202 and canceled.json()["counts"]["canceled"] == 2, canceled.text
+        writer.add([(3, json.dumps(body("c")).encode()), (4, b"{")])
+        outcome = writer.finish()
+    finally:
+        writer.close()
+    assert (outcome.accepted, outcome.rejected) == (2, 2)
+    results = _results(api, outcome.id)
+    assert [(r["line"], r["status"]) for r in results] == [(1, "canceled"), (2, "canceled"), (3, "rejected"),
+                                                           (4, "rejected")]
+    assert results[2]["error"]["fields"][0]["reason"] == "was not accepted: the batch was canceled"
+    final = api.client.get(f"/v1/batches/{outcome.id}", headers=api.auth("alice")).json()
+    assert final["status"] == "canceled"
