@@ -62,8 +62,9 @@ def submit_file(path: Path, *, partial: bool, wait: bool, timeout: float, callba
         die(f"{bad} bad line(s) in {path}; nothing was submitted (fix them, or --partial to submit the others)")
     root = Root(s)
     secrets_or_die(root)  # a job sealed with a key the workers lack would fail secrets_unavailable
-    writer = BatchWriter(root.intake, api_key_id=None, callback_url=callback_url, metadata=meta,
-                         all_or_nothing=not partial)
+    # Chunks are committed one by one even without --partial: the file was checked above, and one
+    # transaction held over the whole file would block the workers' writes on SQLite.
+    writer = BatchWriter(root.intake, api_key_id=None, callback_url=callback_url, metadata=meta)
     try:
         chunk: list[Item] = []
         for item in _lines(path, s.max_input_bytes):
