@@ -221,6 +221,7 @@ class BatchWriter:
                 errors.sort(key=lambda e: e[0])
                 pending = []
             ids = self._intake.insert_numbered(session, pending, api_key_id=self._key, batch_id=batch_id)
+            batches.touch(session, batch_id)
             batches.record_errors(session, batch_id, [
                 (line, [{"field": f.field, "reason": f.reason} for f in fields]) for line, fields in errors])
             session.commit()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, select, update
@@ -25,15 +25,35 @@ log = logging.getLogger(__name__)
 JOBS = cast(Table, Job.__table__)
 ACTIVE_NAMES = tuple(s.value for s in ACTIVE)
 PAGE = 1000  # rows per read when streaming results or cancelling
+ABANDONED_AFTER = timedelta(minutes=10)
 
 
 def create_batch(session: Session, *, api_key_id: str | None, callback_url: str | None,
                  meta: Mapping[str, str] | None, now: datetime | None = None) -> Batch:
+    now = now or utcnow()
     batch = Batch(id=new_id(), api_key_id=api_key_id, callback_url=callback_url, meta=dict(meta) if meta else None,
-                  created_at=now or utcnow(), lines=0, rejected=0, truncated=False)
+                  created_at=now, updated_at=now, lines=0, rejected=0, truncated=False)
     session.add(batch)
     session.flush()
     return batch
+
+
+def touch(session: Session, batch_id: str, now: datetime | None = None) -> None:
+    """A chunk of the batch was written (see `seal_abandoned`)."""
+    session.execute(update(Batch).where(Batch.id == batch_id).values(updated_at=now or utcnow()))
+
+
+def seal_abandoned(session: Session, now: datetime, idle: timedelta = ABANDONED_AFTER) -> int:
+    """Seal batches still "accepting" that no chunk touched for `idle` (the API process reading the
+    body died): they keep the lines that were written, count as truncated, and can finish."""
+    jobs = select(func.count()).where(Job.batch_id == Batch.id).scalar_subquery()
+    refused = select(func.count()).where(BatchError.batch_id == Batch.id).scalar_subquery()
+    result = session.execute(update(Batch).where(Batch.sealed_at.is_(None), Batch.updated_at < now - idle)
+                             .values(sealed_at=now, truncated=True, lines=jobs + refused, rejected=refused))
+    count = int(result.rowcount)  # type: ignore[attr-defined]
+    if count:
+        log.warning("sealed %d batches whose body stopped arriving", count)
+    return count
 
 
 def cancel_requested(session: Session, batch_id: str) -> bool:
@@ -131,7 +151,9 @@ def cancel(session: Session, batch_id: str, now: datetime) -> list[str]:
 
 def close_finished(session: Session, now: datetime, limit: int = 100) -> list[str]:
     """Record as finished every sealed batch whose jobs are all terminal (one NOT EXISTS per open
-    batch on ix_jobs_batch_status); `batch_became_terminal` runs once for each, in this transaction."""
+    batch on ix_jobs_batch_status); `batch_became_terminal` runs once for each, in this transaction.
+    Batches whose body stopped arriving long ago are sealed first (`seal_abandoned`)."""
+    seal_abandoned(session, now)
     active = (select(Job.id).where(Job.batch_id == Batch.id, Job.status.in_(ACTIVE_NAMES))
               .limit(1).exists())
     ready = session.scalars(select(Batch.id).where(Batch.finished_at.is_(None), Batch.sealed_at.is_not(None), ~active)

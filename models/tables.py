@@ -149,6 +149,9 @@ class Batch(Base):
     callback_url: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, str] | None] = mapped_column(META_JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Touched by every chunk written: a batch left "accepting" and idle (its API process died mid-body)
+    # is sealed by the sweep (models/batches.py:seal_abandoned), so it still finishes and calls back.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # Set when the whole body was read: until then more jobs may still arrive (status "accepting").
     sealed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     lines: Mapped[int] = mapped_column(Integer, default=0)  # lines read (written once, at sealing)

@@ -234,3 +234,25 @@ def test_lines_after_a_cancel_of_a_batch_still_arriving_are_not_accepted(api: Ap
     assert results[2]["error"]["fields"][0]["reason"] == "was not accepted: the batch was canceled"
     final = api.client.get(f"/v1/batches/{outcome.id}", headers=api.auth("alice")).json()
     assert final["status"] == "canceled"
+
+
+def test_a_batch_whose_body_stopped_arriving_is_sealed_by_the_sweep_and_finishes(api: Api) -> None:
+    from datetime import timedelta
+
+    from genqueue.intake.batches import BatchWriter
+
+    writer = BatchWriter(api.app.state.intake, api_key_id=api.key_ids["alice"], chunk=2)
+    writer.add([(1, json.dumps(body("a")).encode()), (2, b"{"), (3, json.dumps(body("c")).encode())])
+    batch_id = writer.batch_id
+    writer.close()  # the API process died: never finished
+    assert batch_id is not None
+    with api.sessions.begin() as s:
+        assert batches.close_finished(s, utcnow()) == []  # still within the idle window
+    ids = [r["id"] for r in _results(api, batch_id) if r["id"]]
+    for job_id in ids:
+        api.set_job(job_id, status="succeeded", finished_at=utcnow())
+    with api.sessions.begin() as s:
+        assert batches.close_finished(s, utcnow() + timedelta(minutes=11)) == [batch_id]
+    view = api.client.get(f"/v1/batches/{batch_id}", headers=api.auth("alice")).json()
+    assert view["status"] == "completed" and view["truncated"] and view["lines"] == 2
+    assert view["counts"]["total"] == 1 and view["counts"]["rejected"] == 1

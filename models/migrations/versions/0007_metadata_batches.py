@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column('callback_url', sa.Text(), nullable=True),
         sa.Column('meta', META, nullable=True),
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
         sa.Column('sealed_at', sa.DateTime(timezone=True), nullable=True),
         sa.Column('lines', sa.Integer(), nullable=False),
         sa.Column('rejected', sa.Integer(), nullable=False),
