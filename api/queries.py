@@ -46,6 +46,7 @@ def list_jobs(
     limit: int,
     status: JobStatus | None = None,
     model: str | None = None,
+    priority: int | None = None,
     after: tuple[datetime, str] | None = None,
     metadata: Mapping[str, str] | None = None,
 ) -> tuple[list[Job], bool]:
@@ -57,6 +58,8 @@ def list_jobs(
         stmt = stmt.where(Job.model == model)
     if metadata:
         stmt = stmt.where(MetadataMatches(Job.meta, metadata))
+    if priority is not None:
+        stmt = stmt.where(Job.priority == priority)
     if after is not None:
         created_at, job_id = after
         stmt = stmt.where(or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < job_id)))

@@ -119,7 +119,8 @@ def _writer(intake: Intake, principal: Principal, options: dict[str, Any]) -> Ba
     if problems:
         raise ApiError(422, "validation_error", "invalid batch options", problems)
     return BatchWriter(intake, api_key_id=principal.key_id, callback_url=options.get("callback_url"),
-                       metadata=options.get("metadata"), all_or_nothing=bool(options.get("all_or_nothing")))
+                       metadata=options.get("metadata"), all_or_nothing=bool(options.get("all_or_nothing")),
+                       max_queued=principal.max_queued)
 
 
 async def _stream_ndjson(request: Request, writer: BatchWriter) -> BatchOutcome:

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from genqueue.api.estimates import Estimate
 from genqueue.core.crypto import masked_input
 from genqueue.intake.jsoncheck import larger_than
 from genqueue.intake.service import AcceptedJob
@@ -73,6 +74,12 @@ class JobView(BaseModel):
     deadline_at: datetime | None
     metadata: dict[str, str] = Field(default_factory=dict, description="Your tags, as given")
     batch_id: str | None = Field(None, description="The batch (`POST /v1/batches`) the job came in")
+    priority: int = Field(5, description="0-9, higher first")
+    queue_position: int | None = Field(None, description="Queued jobs only: jobs ahead of it in dispatch order "
+                                                         "(an estimate; see Scheduling in the README)")
+    estimated_start_at: datetime | None = Field(None, description="Queued jobs only: when its create is expected")
+    estimated_finish_at: datetime | None = Field(None, description="Running jobs only: when predictions of its "
+                                                                   "model usually end")
 
 
 class JobBatchView(BaseModel):
@@ -85,7 +92,7 @@ class JobPage(BaseModel):
 
 
 def job_view(job: Job, output_url: OutputUrl, *, input_limit: int | None = None,
-             show_storage: bool = False) -> JobView:
+             show_storage: bool = False, estimate: Estimate | None = None) -> JobView:
     """`input_limit`: leave out an input larger than this many bytes (list pages). `show_storage`:
     include each output's storage URI (ops/admin callers)."""
     public = job.input_public or {}
@@ -120,6 +127,10 @@ def job_view(job: Job, output_url: OutputUrl, *, input_limit: int | None = None,
         deadline_at=job.deadline_at,
         metadata=job.meta or {},
         batch_id=job.batch_id,
+        priority=job.priority,
+        queue_position=estimate.queue_position if estimate else None,
+        estimated_start_at=estimate.estimated_start_at if estimate else None,
+        estimated_finish_at=estimate.estimated_finish_at if estimate else None,
     )
 
 
@@ -145,4 +156,5 @@ def accepted_view(job: AcceptedJob) -> JobView:
         finished_at=None,
         deadline_at=job.deadline_at,
         metadata=job.meta or {},
+        priority=job.priority,
     )

@@ -24,7 +24,10 @@ from genqueue.intake.metadata import metadata_problems
 from genqueue.intake.requests import JobRequest
 from genqueue.intake.service import Intake, job_problems
 from genqueue.models import batches
+from genqueue.models.schedule import KEYS as _KEYS
+from genqueue.models.schedule import queued_count
 from genqueue.models.tables import Job
+from genqueue.sched.ready import entry
 
 CHUNK = 1000  # jobs per INSERT/COPY, per commit and per publish batch
 MAX_LINES = 50_000
@@ -114,7 +117,7 @@ class BatchWriter:
 
     def __init__(self, intake: Intake, *, api_key_id: str | None, callback_url: str | None = None,
                  metadata: Mapping[str, str] | None = None, all_or_nothing: bool = False, chunk: int = CHUNK,
-                 max_lines: int = MAX_LINES) -> None:
+                 max_lines: int = MAX_LINES, max_queued: int | None = None) -> None:
         self._intake = intake
         self._key = api_key_id
         self._callback_url = callback_url
@@ -122,6 +125,7 @@ class BatchWriter:
         self._atomic = all_or_nothing
         self._chunk = chunk
         self._max_lines = max_lines
+        self._max_queued = max_queued if api_key_id is not None else None
         self._session: Session | None = None  # all_or_nothing: the one transaction
         self._batch: tuple[str, datetime] | None = None
         self._pending: list[tuple[int, JobRequest]] = []
@@ -160,13 +164,13 @@ class BatchWriter:
         if self.lines == 0 and not truncated:
             raise IntakeError(422, "validation_error", "the batch has no jobs",
                               [FieldError("jobs", "must hold at least one job request")])
+        self._flush()  # before the check below: the last chunk may still be refused (max_queued)
         if self._atomic and (self.rejected or truncated):
             self._rollback()
             fields = [FieldError(f"lines.{e.line}.{e.field}", e.reason) for e in self.shown]
             reason = f"{self.rejected} of {self.lines} lines were refused" if self.rejected else "the body ended early"
             raise IntakeError(422, "validation_error", f"{reason}; nothing was accepted (all_or_nothing)",
                               fields or [FieldError("body", "ended before the last line")])
-        self._flush()
         batch_id, created_at = self._ensure_batch()
         if self._atomic:
             assert self._session is not None
@@ -206,35 +210,60 @@ class BatchWriter:
         pending, errors = self._pending, self._pending_errors
         self._pending, self._pending_errors = [], []
         if self._atomic:
+            assert self._session is not None
+            pending = self._within_quota(self._session, pending)
             if self.rejected:
                 return  # it will be rolled back: stop writing, keep counting
-            assert self._session is not None
             self.accepted += len(self._intake.insert_numbered(self._session, pending, api_key_id=self._key,
                                                               batch_id=batch_id))
             return
         with self._intake.sessions() as session:
             if pending and batches.cancel_requested(session, batch_id):
                 # Canceled while its body was still arriving: the lines after that are not accepted.
-                self.rejected += len(pending)
-                errors += [(line, [FieldError("line", "was not accepted: the batch was canceled")])
-                           for line, _ in pending]
-                errors.sort(key=lambda e: e[0])
-                pending = []
-            ids = self._intake.insert_numbered(session, pending, api_key_id=self._key, batch_id=batch_id)
+                pending = self._refuse(pending, "was not accepted: the batch was canceled", errors)
+            pending = self._within_quota(session, pending, errors)
+            entries = self._intake.insert_numbered(session, pending, api_key_id=self._key, batch_id=batch_id)
             batches.touch(session, batch_id)
             batches.record_errors(session, batch_id, [
-                (line, [{"field": f.field, "reason": f.reason} for f in fields]) for line, fields in errors])
+                (line, [{"field": f.field, "reason": f.reason} for f in fields])
+                for line, fields in sorted(errors, key=lambda e: e[0])])
             session.commit()
-        self.accepted += len(ids)
-        self._intake.enqueue(ids)
+        self.accepted += len(entries)
+        self._intake.enqueue(entries)
+
+    def _within_quota(self, session: Session, pending: list[tuple[int, JobRequest]],
+                      errors: list[tuple[int, list[FieldError]]] | None = None) -> list[tuple[int, JobRequest]]:
+        """The lines that fit under the key's max_queued (its row locked until this chunk commits, as
+        `Intake.submit` does); the others are refused with the limit named."""
+        if self._max_queued is None or not pending or self._key is None:
+            return pending
+        session.execute(select(_KEYS.c.id).where(_KEYS.c.id == self._key).with_for_update())
+        room = max(self._max_queued - queued_count(session, self._key), 0)
+        if room >= len(pending):
+            return pending
+        reason = f"was not accepted: this API key may have at most {self._max_queued} queued jobs (max_queued)"
+        self._refuse(pending[room:], reason, errors)
+        return pending[:room]
+
+    def _refuse(self, pending: list[tuple[int, JobRequest]], reason: str,
+                errors: list[tuple[int, list[FieldError]]] | None) -> list[tuple[int, JobRequest]]:
+        """Count these lines as refused for `reason` (recorded with `errors`); returns none of them."""
+        for line, _ in pending:
+            problem = [FieldError("line", reason)]
+            self.rejected += 1
+            if errors is not None:
+                errors.append((line, problem))
+            if len(self.shown) < MAX_ERRORS_SHOWN:
+                self.shown.append(LineError(line, "line", reason))
+        return []
 
     def _enqueue_all(self, batch_id: str) -> None:
         after = -1
         with self._intake.sessions() as session:
             while True:
-                rows = session.execute(select(Job.id, Job.batch_seq).where(Job.batch_id == batch_id,
-                                       Job.batch_seq > after).order_by(Job.batch_seq).limit(self._chunk)).all()
-                self._intake.enqueue([r.id for r in rows])
+                rows = session.execute(select(Job.id, Job.batch_seq, Job.priority, Job.created_at).where(
+                    Job.batch_id == batch_id, Job.batch_seq > after).order_by(Job.batch_seq).limit(self._chunk)).all()
+                self._intake.enqueue([entry(r.id, r.priority, self._key, r.created_at.timestamp()) for r in rows])
                 if len(rows) < self._chunk:
                     return
                 after = rows[-1].batch_seq

@@ -55,7 +55,7 @@ def test_ndjson_bad_lines_are_reported_by_number_and_the_others_accepted(api: Ap
     results = _results(api, got["id"])
     assert [(r["line"], r["status"]) for r in results] == [
         (1, "queued"), (2, "rejected"), (3, "rejected"), (5, "queued"), (6, "rejected"), (7, "rejected")]
-    assert api.enqueuer.submitted == [results[0]["id"], results[3]["id"]]
+    assert api.queued == [results[0]["id"], results[3]["id"]]
     assert results[2]["error"]["fields"] == [{"field": "input.steps", "reason": "must be between 1 and 90"}]
     job = api.client.get(f"/v1/jobs/{results[0]['id']}", headers=api.auth("alice")).json()
     assert job["batch_id"] == got["id"] and job["input"]["prompt"] == "one" and job["input"]["api_key"] == "***"
@@ -86,15 +86,15 @@ def test_all_or_nothing_refuses_the_batch_and_keeps_nothing(api: Api) -> None:
     assert fields == [{"field": "lines.2.input.prompt", "reason": "must not be empty"},
                       {"field": "lines.4.line", "reason": "must be a JSON object (one job request)"}]
     assert "nothing was accepted" in resp.json()["error"]["message"]
-    assert (api.count_jobs(), _count(api, Batch), _count(api, BatchError), api.enqueuer.submitted) == (0, 0, 0, [])
+    assert (api.count_jobs(), _count(api, Batch), _count(api, BatchError), api.queued) == (0, 0, 0, [])
 
     ok = _post(api, _ndjson([body(f"p{i}") for i in range(1, 1501)]), query="?all_or_nothing=true")
     assert ok.status_code == 202, ok.text
     assert ok.json()["counts"]["total"] == 1500 and ok.json()["status"] == "processing"
-    assert len(api.enqueuer.submitted) == 1500  # enqueued only after the commit
+    assert len(api.queued) == 1500  # enqueued only after the commit
     results = _results(api, ok.json()["id"])
     assert [r["line"] for r in results] == list(range(1, 1501))
-    assert api.enqueuer.submitted == [r["id"] for r in results]
+    assert api.queued == [r["id"] for r in results]
 
 
 def test_many_lines_in_chunks_keep_input_order(api: Api) -> None:
@@ -106,7 +106,7 @@ def test_many_lines_in_chunks_keep_input_order(api: Api) -> None:
     results = _results(api, resp.json()["id"])
     assert [r["line"] for r in results] == list(range(1, 2501))
     assert results[1700]["status"] == "rejected"
-    assert len(api.enqueuer.submitted) == 2499
+    assert len(api.queued) == 2499
 
 
 def test_batches_are_scoped_to_the_key(api: Api) -> None:
@@ -256,3 +256,18 @@ def test_a_batch_whose_body_stopped_arriving_is_sealed_by_the_sweep_and_finishes
     view = api.client.get(f"/v1/batches/{batch_id}", headers=api.auth("alice")).json()
     assert view["status"] == "completed" and view["truncated"] and view["lines"] == 2
     assert view["counts"]["total"] == 1 and view["counts"]["rejected"] == 1
+
+
+def test_lines_over_the_keys_max_queued_are_refused_naming_the_limit(api: Api) -> None:
+    from genqueue.models.keys import update_limits
+
+    with api.sessions.begin() as s:
+        assert update_limits(s, api.key_ids["alice"], max_queued=3) is not None
+    api.create()  # one already queued: room for two more
+    got = _post(api, _ndjson([body(f"p{i}") for i in range(4)])).json()
+    assert got["counts"]["total"] == 2 and got["counts"]["rejected"] == 2
+    assert [(e["line"], e["field"]) for e in got["errors"]] == [(3, "line"), (4, "line")]
+    assert "max_queued" in got["errors"][0]["reason"]
+    atomic = _post(api, _ndjson([body("x")]), query="?all_or_nothing=true")
+    assert atomic.status_code == 422 and "max_queued" in atomic.json()["error"]["fields"][0]["reason"], atomic.text
+    assert api.count_jobs() == 3

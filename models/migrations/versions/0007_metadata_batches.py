@@ -1,14 +1,14 @@
 """job metadata (JSONB + GIN on PostgreSQL) and batches as objects (jobs.batch_id, batch_errors)
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0005
 """
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = '0007'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
