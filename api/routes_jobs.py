@@ -17,7 +17,7 @@ from genqueue.api.deps import JobEnqueuer, get_enqueuer, get_intake, get_session
 from genqueue.api.errors import ApiError, ErrorResponse
 from genqueue.api.estimates import Estimator
 from genqueue.api.pagination import decode_cursor, encode_cursor
-from genqueue.api.queries import list_jobs, visible_job, visible_jobs
+from genqueue.api.queries import list_jobs, metadata_query, visible_job, visible_jobs
 from genqueue.api.views import (
     LIST_INPUT_MAX_BYTES,
     JobBatchView,
@@ -107,7 +107,8 @@ async def create_job(body: JobRequest, request: Request, response: Response, ses
 async def create_batch(body: BatchRequest, request: Request, response: Response, session: Session_,
                        principal: Submitter, intake: Annotated[Intake, Depends(get_intake)],
                        idempotency_key: IdempotencyKey = None) -> JobBatchView:
-    """Either every job is accepted or none is; field errors name `jobs.<index>.<field>`."""
+    """Either every job is accepted or none is; field errors name `jobs.<index>.<field>`. To stream up to
+    50,000 jobs with per-line errors, progress and results, use `POST /v1/batches`."""
     views, created = await run_in_threadpool(_accept, request, session, principal, intake, body.jobs,
                                              idempotency_key, True)
     if not created:
@@ -115,7 +116,8 @@ async def create_batch(body: BatchRequest, request: Request, response: Response,
     return JobBatchView(jobs=views)
 
 
-@router.get("", responses=_errors(401, 422, 429), summary="List jobs, newest first")
+@router.get("", responses=_errors(401, 422, 429), summary="List jobs, newest first",
+            description="`metadata.<key>=<value>` (repeatable with other keys): only jobs tagged so")
 def get_jobs(
     request: Request,
     session: Session_,
@@ -131,7 +133,7 @@ def get_jobs(
 ) -> JobPage:
     after = decode_cursor(cursor) if cursor else None
     rows, more = list_jobs(session, principal, limit=limit, status=status, model=model, priority=priority,
-                           after=after)
+                           after=after, metadata=metadata_query(request))
     estimates = _estimator(request).for_jobs(session, rows)
     input_limit = None if "input" in (include or []) else LIST_INPUT_MAX_BYTES
     url = output_url(request)

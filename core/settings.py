@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     secret_fields: str = Field("api_key", validation_alias=_alias("GENQUEUE_SECRET_FIELDS"))
     api_rate_per_min: int = Field(6000, gt=0, validation_alias=_alias("GENQUEUE_API_RATE_PER_MIN"))
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, validation_alias=_alias("GENQUEUE_MAX_BODY_BYTES"))
+    # `POST /v1/batches` only: its body is streamed (never held whole), so it may be far larger. 256 MiB
+    # is 50,000 lines of 5 KiB; a line is also capped on its own (an input plus 64 KiB).
+    max_batch_bytes: int = Field(256 * 1024 * 1024, gt=0, validation_alias=_alias("GENQUEUE_MAX_BATCH_BYTES"))
 
     # --- ops ---------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

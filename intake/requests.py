@@ -22,6 +22,10 @@ class JobRequest(BaseModel):
     deadline_seconds: float | None = Field(
         None, ge=5, le=86400, description="Give up (and cancel on Replicate) after this long; sent as Cancel-After"
     )
+    metadata: dict[str, Any] | None = Field(
+        None, description="Your tags: at most 16 keys of at most 64 characters, string values of at most 512; "
+                          "returned with the job, filterable with `metadata.<key>=<value>`"
+    )
 
     callback_url: str | None = Field(
         None, max_length=2000,

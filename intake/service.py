@@ -30,6 +30,7 @@ from genqueue.core.logs import register_secrets
 from genqueue.intake import callback_url
 from genqueue.intake.errors import FieldError, IntakeError
 from genqueue.intake.jsoncheck import DEFAULT_MAX_INPUT_BYTES, json_problems, larger_than
+from genqueue.intake.metadata import metadata_problems
 from genqueue.intake.requests import JobRequest
 from genqueue.intake.schemas import validator_for
 from genqueue.models.base import utcnow
@@ -49,8 +50,8 @@ _JOBS = cast(Table, Job.__table__)
 _COLUMNS = ("id", "status", "target", "model", "version", "deployment", "input_public", "secret_names",
             "input_sealed", "api_key_id", "idempotency_key", "request_hash", "created_at", "updated_at",
             "deadline_at", "next_check_at", "polls", "attempts", "deliveries", "priority",
-            "callback_url", "callback_on_running")
-_JSON_COLUMNS = frozenset({"input_public", "secret_names"})
+            "callback_url", "callback_on_running", "meta", "batch_id", "batch_seq")
+_JSON_COLUMNS = frozenset({"input_public", "secret_names", "meta"})
 _COPY_SQL = f"COPY jobs ({', '.join(_COLUMNS)}) FROM STDIN"
 _INSERT = _JOBS.insert()  # built once: constructing it per call showed up in the single-submit profile
 
@@ -69,6 +70,7 @@ class AcceptedJob:
     created_at: datetime
     deadline_at: datetime | None
     priority: int
+    meta: dict[str, str] | None = None
 
     @classmethod
     def of(cls, job: Job) -> AcceptedJob:
@@ -110,15 +112,21 @@ def request_hash(requests: Sequence[JobRequest], secret_fields: frozenset[str],
 def _input_errors(req: JobRequest, prefix: str, max_input_bytes: int) -> tuple[list[FieldError], bool]:
     """(field errors, whether the input is too large) for one job; the model's own checks run only on
     an input that is plain, storable JSON."""
+    tags = metadata_problems(req.metadata, prefix + "metadata")
     problems = json_problems(req.input, prefix + "input")
     if problems:
-        return problems, False
+        return tags + problems, False
     if larger_than(req.input, max_input_bytes):
-        return [FieldError(prefix + "input", f"must be at most {max_input_bytes} bytes as JSON")], True
+        return [*tags, FieldError(prefix + "input", f"must be at most {max_input_bytes} bytes as JSON")], True
     check = validator_for(req.model_name, req.version)
     if check is None:
-        return [], False
-    return [FieldError(prefix + e.field, e.reason) for e in check(req.input)], False
+        return tags, False
+    return tags + [FieldError(prefix + e.field, e.reason) for e in check(req.input)], False
+
+
+def job_problems(req: JobRequest, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES) -> tuple[list[FieldError], bool]:
+    """One job's field errors (paths relative to the job) and whether its input is too large."""
+    return _input_errors(req, "", max_input_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +191,8 @@ def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
     try:
         with driver.cursor() as cur, cur.copy(_COPY_SQL) as copy:
             for row in rows:
-                copy.write_row([json.dumps(row[c]) if c in _JSON_COLUMNS else row[c] for c in _COLUMNS])
+                copy.write_row([json.dumps(row[c]) if c in _JSON_COLUMNS and row[c] is not None else row[c]
+                                for c in _COLUMNS])
     except conn.dialect.loaded_dbapi.IntegrityError as exc:
         raise IntegrityError(_COPY_SQL, None, exc) from exc
 
@@ -290,6 +299,42 @@ class Intake:
         log.info("accepted %d jobs first=%s", len(ids), ids[0])
         return [AcceptedJob.from_row(row) for row in rows], True
 
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        return self._sessions
+
+    @property
+    def max_input_bytes(self) -> int:
+        return self._max_input_bytes
+
+    def insert_numbered(self, session: Session, items: Sequence[tuple[int, JobRequest]], *, api_key_id: str | None,
+                        batch_id: str) -> list[Entry]:
+        """Write already validated jobs of a batch (line number, request) in the session's transaction,
+        one INSERT/COPY; the caller commits, then `enqueue`s them. The batch path (intake/batches.py)."""
+        splits = [split_secrets(r.input, self._secret_fields) for _, r in items]
+        register_secrets(s for split in splits for v in split.values for s in secret_strings(v))
+        now = utcnow()
+        rows = []
+        for i, ((seq, req), split) in enumerate(zip(items, splits, strict=True)):
+            # A microsecond apart, like `submit`: the lanes (FIFO by created_at) keep the input order.
+            row = self._row(req, api_key_id, None, None, now + timedelta(microseconds=i), split)
+            row["batch_id"], row["batch_seq"] = batch_id, seq
+            rows.append(row)
+        if rows:
+            insert_rows(session.connection(), rows)
+        return [entry(r["id"], r["priority"], api_key_id, r["created_at"].timestamp()) for r in rows]
+
+    def enqueue(self, entries: Sequence[Entry]) -> None:
+        """Put committed jobs in their lanes; when Redis is away they are made due for the sweeper's audit."""
+        if not entries:
+            return
+        try:
+            self._enqueue(entries)
+        except Exception as exc:
+            log.warning("enqueue failed for %d jobs (%s); the sweeper will pick them up", len(entries),
+                        type(exc).__name__)
+            self._due_now([e.job_id for e in entries], utcnow())
+
     def _due_now(self, ids: list[str], now: datetime) -> None:
         try:
             with self._sessions.begin() as session:
@@ -347,4 +392,7 @@ class Intake:
             "deliveries": 0,
             "callback_url": req.callback_url or default_callback,
             "callback_on_running": "running" in (req.callback_events or ()),
+            "meta": req.metadata or None,
+            "batch_id": None,
+            "batch_seq": None,
         }

@@ -20,11 +20,16 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from genqueue.models.base import Base, UTCDateTime, utcnow
 from genqueue.models.ids import new_id
 from genqueue.models.status import JobStatus
+
+# 0007: metadata is JSONB on PostgreSQL so `metadata.<key>=<value>` filters are one containment test
+# (`@>`) a GIN index answers; plain JSON elsewhere (SQLite compares json_extract, see models/metafilter.py).
+META_JSON = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 def _one_of(column: str, values: list[str]) -> str:
@@ -80,6 +85,12 @@ class Job(Base):
 
     # 0004: the worker (`worker_heartbeats.id`) whose claim is the current one; see models/heartbeats.py.
     claimed_by: Mapped[str | None] = mapped_column(String(64))
+
+    # 0007: the caller's string tags ({"key": "value"}, bounded by intake/metadata.py) and the batch the
+    # job came in with its line number there (results are listed in input order by it).
+    meta: Mapped[dict[str, str] | None] = mapped_column(META_JSON)
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"))
+    batch_seq: Mapped[int | None] = mapped_column(Integer)
 
     # Replicate's side, recorded as soon as the create answers.
     prediction_id: Mapped[str | None] = mapped_column(String(64))
@@ -137,8 +148,53 @@ class Job(Base):
         Index("ix_jobs_prediction", "prediction_id"),
         Index("ix_jobs_key_created", "api_key_id", "created_at", "id"),
         Index("ix_jobs_submitted", "submitted_at"),  # 0002: creates-per-minute series in /v1/stats
+        # 0007: a batch's counts by status (index-only) and its results in input order.
+        Index("ix_jobs_batch_status", "batch_id", "status"),
+        Index("ix_jobs_batch_seq", "batch_id", "batch_seq"),
+        # 0007: metadata containment on PostgreSQL (jsonb_path_ops: smaller, and `@>` is all we ask).
+        Index("ix_jobs_meta", "meta", postgresql_using="gin", postgresql_ops={"meta": "jsonb_path_ops"}),
         Index("ix_jobs_key_status", "api_key_id", "status"),  # 0005: per-key queued/active counts
     )
+
+
+class Batch(Base):
+    """0007: jobs submitted together. Its status and counts are aggregated from its jobs (by batch_id),
+    never kept as counters; only what the jobs cannot tell is stored here."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    meta: Mapped[dict[str, str] | None] = mapped_column(META_JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Touched by every chunk written: a batch left "accepting" and idle (its API process died mid-body)
+    # is sealed by the sweep (models/batches.py:seal_abandoned), so it still finishes and calls back.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Set when the whole body was read: until then more jobs may still arrive (status "accepting").
+    sealed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lines: Mapped[int] = mapped_column(Integer, default=0)  # lines read (written once, at sealing)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)  # lines refused (written once, at sealing)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set once, by the compare-and-set that saw every job terminal (the batch callback fires there).
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)  # the body ended early (413, disconnect)
+
+    __table_args__ = (
+        Index("ix_batches_key_created", "api_key_id", "created_at", "id"),
+        Index("ix_batches_created", "created_at", "id"),
+        Index("ix_batches_open", "finished_at", "sealed_at"),
+    )
+
+
+class BatchError(Base):
+    """0007: a batch line that was refused, with its reasons: listed in the results at its place."""
+
+    __tablename__ = "batch_errors"
+
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fields: Mapped[list[dict[str, str]]] = mapped_column(JSON)  # [{"field", "reason"}]
 
 
 class JobOutput(Base):

@@ -23,7 +23,7 @@ from typing import Any
 import redis
 from sqlalchemy import ColumnElement, and_, or_, select, update
 
-from genqueue.models import callbacks
+from genqueue.models import batches, callbacks
 from genqueue.models.heartbeats import close_create_window, forget_silent, open_claims, read_beats
 from genqueue.models.jobs import JOBS, QUEUED_AUDIT, STUCK_AFTER
 from genqueue.models.status import JobStatus
@@ -107,6 +107,8 @@ def sweep(ctx: WorkerContext, *, batch: int = 2000) -> SweepReport:
     _release_dead_claims(ctx, now, report)
     _dispatch_callbacks(ctx, now, report)
     _audit_queued(ctx, now, report, batch)
+    with ctx.sessions.begin() as session:
+        batches.close_finished(session, now)  # the batch callback's trigger (models/batches.py)
     with ctx.sessions.begin() as session:
         rows = session.execute(
             select(JOBS.c.id, JOBS.c.status, JOBS.c.next_check_at)
