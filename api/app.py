@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from genqueue.api import (
     dashboard,
+    routes_events,
     routes_health,
     routes_jobs,
     routes_metrics,
@@ -24,6 +25,7 @@ from genqueue.api.auth import AuthBeforeBody
 from genqueue.api.bodylimit import BodySizeLimit
 from genqueue.api.deps import ApiParts
 from genqueue.api.errors import install_error_handlers
+from genqueue.api.events_hub import EventHub
 from genqueue.api.guards import CatchAll, RejectNul
 from genqueue.api.ratelimit import RateLimiter
 from genqueue.api.webhook_auth import WebhookSecret
@@ -45,6 +47,7 @@ def create_app(parts: ApiParts) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.events.close()
             parts.close()
 
     settings = parts.settings
@@ -57,6 +60,7 @@ def create_app(parts: ApiParts) -> FastAPI:
     app.state.intake = parts.intake
     app.state.limiter = RateLimiter(parts.redis, settings.api_rate_per_min)
     app.state.webhook_secret = WebhookSecret(settings)
+    app.state.events = EventHub(settings.redis_url, parts.sessions)  # started by the first waiter/subscriber
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AuthBeforeBody)  # outside BodySizeLimit: no body is read before auth
@@ -64,6 +68,7 @@ def create_app(parts: ApiParts) -> FastAPI:
     app.add_middleware(CatchAll)  # added last, so outermost: it also covers the middlewares above
     app.include_router(routes_health.router)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_events.router)
     app.include_router(routes_outputs.router)
     app.include_router(routes_stats.router)
     app.include_router(routes_metrics.router)

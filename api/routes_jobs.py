@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,9 +12,11 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from genqueue.api.auth import Principal, require
-from genqueue.api.deps import JobEnqueuer, get_enqueuer, get_intake, get_session
+from genqueue.api.deps import JobEnqueuer, close_session, get_enqueuer, get_intake, get_session
 from genqueue.api.errors import ApiError, ErrorResponse
+from genqueue.api.events_hub import EventHub
 from genqueue.api.pagination import decode_cursor, encode_cursor
+from genqueue.api.prefer import parse_wait
 from genqueue.api.queries import list_jobs, visible_job, visible_jobs
 from genqueue.api.views import (
     LIST_INPUT_MAX_BYTES,
@@ -24,12 +27,13 @@ from genqueue.api.views import (
     accepted_view,
     job_view,
 )
+from genqueue.core.events import publish, publish_many
 from genqueue.intake import Intake, JobRequest
 from genqueue.intake.service import MAX_BATCH
 from genqueue.models.base import utcnow
 from genqueue.models.jobs import finish_timings, touch, transition
 from genqueue.models.keys import Role
-from genqueue.models.status import JobStatus
+from genqueue.models.status import TERMINAL_NAMES, JobStatus
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -42,6 +46,10 @@ IdempotencyKey = Annotated[str | None, Header(
     description="Retry-safe creates: the same key and body return the same job(s); another body is 409",
 )]
 JobId = Annotated[str, Path(max_length=64)]
+Prefer = Annotated[str | None, Header(
+    alias="Prefer", max_length=200,
+    description="`wait=N` (1-60; bare `wait` = 60): answer once the job is terminal or N seconds passed",
+)]
 
 
 _ACCEPTED: dict[int | str, dict[str, Any]] = {202: {"headers": {"Idempotent-Replayed": {
@@ -73,6 +81,7 @@ def _accept(request: Request, session: Session, principal: Principal, intake: In
     jobs, created = intake.submit(requests, api_key_id=principal.key_id, idempotency_key=idempotency_key,
                                   batch=batch, session=session)
     if created:
+        publish_many(request.app.state.redis, [(j.id, j.status) for j in jobs])
         return [accepted_view(j) for j in jobs], True
     rows = visible_jobs(session, [j.id for j in jobs], principal)
     url = output_url(request)
@@ -86,13 +95,17 @@ def _accept(request: Request, session: Session, principal: Principal, intake: In
              summary="Create a job")
 async def create_job(body: JobRequest, request: Request, response: Response, session: Session_,
                      principal: Submitter, intake: Annotated[Intake, Depends(get_intake)],
-                     idempotency_key: IdempotencyKey = None) -> JobView:
-    """Record the job and queue it; answers once it is durable. A replay carries `Idempotent-Replayed: true`."""
+                     idempotency_key: IdempotencyKey = None, prefer: Prefer = None) -> JobView:
+    """Record the job and queue it; answers once it is durable. A replay carries `Idempotent-Replayed: true`.
+    With `Prefer: wait=N` the answer (still 202) waits until the job is terminal or N seconds passed."""
+    wait = parse_wait(prefer)
     views, created = await run_in_threadpool(_accept, request, session, principal, intake, [body],
                                              idempotency_key, False)
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
-    return views[0]
+    if wait is None:
+        return views[0]
+    return await _wait_view(request, response, session, principal, views[0].id, wait)
 
 
 @router.post("/batch", status_code=202, responses={**_ACCEPTED, **_errors(401, 403, 409, 413, 422, 429)},
@@ -130,9 +143,39 @@ def get_jobs(
     return JobPage(jobs=jobs, next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", responses=_errors(401, 404, 429), summary="Get a job")
-def get_job(job_id: JobId, request: Request, session: Session_, principal: Reader) -> JobView:
+def _read_view(request: Request, session: Session, job_id: str, principal: Principal) -> JobView:
     return job_view(visible_job(session, job_id, principal), output_url(request), show_storage=principal.sees_all)
+
+
+async def _wait_view(request: Request, response: Response, session: Session, principal: Principal, job_id: str,
+                     wait: int) -> JobView:
+    """The job once it is terminal or `wait` seconds passed. The wait holds neither a thread nor a SQL
+    connection: a future the event hub sets (api/events_hub.py), registered before the first read."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    hub = cast(EventHub, request.app.state.events)
+    response.headers["Preference-Applied"] = f"wait={wait}"
+    done = await hub.watch(job_id)
+    try:
+        view = await run_in_threadpool(_read_view, request, session, job_id, principal)
+        if view.status in TERMINAL_NAMES:
+            return view
+        await close_session(session)  # gives the connection back to the pool for the wait
+        await asyncio.wait({done}, timeout=max(0.0, deadline - loop.time()))
+        return await run_in_threadpool(_read_view, request, session, job_id, principal)
+    finally:
+        hub.unwatch(job_id, done)
+
+
+@router.get("/{job_id}", responses=_errors(401, 404, 422, 429), summary="Get a job")
+async def get_job(job_id: JobId, request: Request, response: Response, session: Session_, principal: Reader,
+                  prefer: Prefer = None) -> JobView:
+    """With `Prefer: wait=N` the answer waits until the job is terminal or N seconds passed
+    (`Preference-Applied: wait=N`)."""
+    wait = parse_wait(prefer)
+    if wait is None:
+        return await run_in_threadpool(_read_view, request, session, job_id, principal)
+    return await _wait_view(request, response, session, principal, job_id, wait)
 
 
 @router.post("/{job_id}/cancel", status_code=202, responses={
@@ -151,12 +194,14 @@ def cancel_job(job_id: JobId, request: Request, response: Response, session: Ses
             if transition(session, job_id, JobStatus.QUEUED, JobStatus.CANCELED, finished_at=now,
                           error_code=None, **finish_timings(job, now)):
                 session.commit()
+                publish(request.app.state.redis, job_id, JobStatus.CANCELED.value)
                 log.info("job canceled while queued job=%s", job_id)
                 response.status_code = 200
                 break
         elif status in (JobStatus.SUBMITTING, JobStatus.RUNNING):
             if job.cancel_requested_at is not None or touch(session, job_id, status, cancel_requested_at=now):
                 session.commit()
+                publish(request.app.state.redis, job_id, status.value)  # the job JSON's cancel_requested
                 _send_cancel(enqueuer, job_id)
                 break
         else:
