@@ -21,6 +21,7 @@ from genqueue.api import (
     routes_stats,
     routes_webhooks,
 )
+from genqueue.api.admission import Admission
 from genqueue.api.auth import AuthBeforeBody
 from genqueue.api.bodylimit import BodySizeLimit
 from genqueue.api.deps import ApiParts
@@ -64,6 +65,7 @@ def create_app(parts: ApiParts) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AuthBeforeBody)  # outside BodySizeLimit: no body is read before auth
+    app.add_middleware(Admission)  # outside AuthBeforeBody: the key lookup is a request's first SQL
     app.add_middleware(RejectNul)
     app.add_middleware(CatchAll)  # added last, so outermost: it also covers the middlewares above
     app.include_router(routes_health.router)

@@ -4,9 +4,9 @@ Why this shape: a waiter (`Prefer: wait`) or an SSE subscriber must hold no thre
 connection while nothing happens, so thousands of them cost only their asyncio tasks. Writers append
 `job_id + status` to a Redis stream after each commit (`core/events.py`); this process runs ONE task
 that blocks on XREAD and hands each event to the futures waiting for that job and to the subscribers'
-queues. The job JSON is read from SQL once per batch of events, and only when an SSE subscriber is
-listening (a waiter reads its job itself once it is woken). A stream rather than pub/sub: after a
-broken connection the reader reads on from the last id it saw, and the ids give SSE its `id:` and
+queues. The jobs are read from SQL once per batch of events, and only when someone listens: the
+waiters woken together and every subscriber share that one read. A stream rather than pub/sub: after
+a broken connection the reader reads on from the last id it saw, and the ids give SSE its `id:` and
 `Last-Event-ID` resume for free.
 
 Lost notifications (Redis away, an event trimmed, a writer whose publish failed) are covered by a
@@ -52,14 +52,15 @@ def load_jobs(sessions: sessionmaker[Session], ids: Sequence[str]) -> dict[str, 
     return out
 
 
-def terminal_among(sessions: sessionmaker[Session], ids: Sequence[str]) -> set[str]:
-    """Which of these jobs are terminal (the waiters' re-check)."""
-    done: set[str] = set()
+def load_terminal(sessions: sessionmaker[Session], ids: Sequence[str]) -> dict[str, Job]:
+    """Those of these jobs that are terminal, with their outputs (the waiters' re-check)."""
+    out: dict[str, Job] = {}
     with sessions() as session:
         for i in range(0, len(ids), _CHUNK):
-            stmt = select(Job.id).where(Job.id.in_(ids[i:i + _CHUNK]), Job.status.in_(TERMINAL_NAMES))
-            done.update(session.scalars(stmt))
-    return done
+            stmt = (select(Job).where(Job.id.in_(ids[i:i + _CHUNK]), Job.status.in_(TERMINAL_NAMES))
+                    .options(selectinload(Job.outputs)))
+            out.update({j.id: j for j in session.scalars(stmt)})
+    return out
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,11 @@ class EventHub:
                  redis_factory: Callable[[str], aioredis.Redis] | None = None) -> None:
         self._url = redis_url
         self._sessions = sessions
-        self._factory = redis_factory or (lambda url: aioredis.Redis.from_url(url, socket_connect_timeout=5))
+        # The read timeout must outlast a blocking XREAD (redis-py's default is shorter).
+        self._factory = redis_factory or (lambda url: aioredis.Redis.from_url(
+            url, socket_connect_timeout=5, socket_timeout=BLOCK_MS / 1000 + 5))
         self._client: aioredis.Redis | None = None
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, set[asyncio.Future[Job | None]]] = {}
         self._subs: set[Subscriber] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_id: str | None = None
@@ -104,15 +107,16 @@ class EventHub:
             self._client = self._factory(self._url)
         return self._client
 
-    async def watch(self, job_id: str) -> asyncio.Future[None]:
-        """A future set when the job is seen terminal. Register BEFORE reading the job, so an event
-        between the read and the wait is not missed; `unwatch` it in a `finally`."""
+    async def watch(self, job_id: str) -> asyncio.Future[Job | None]:
+        """A future set when the job is seen terminal, to the job as read then (one read for every
+        waiter woken together; None when that read failed). Register BEFORE reading the job, so an
+        event between the read and the wait is not missed; `unwatch` it in a `finally`."""
         await self._start()
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(job_id, set()).add(fut)
         return fut
 
-    def unwatch(self, job_id: str, fut: asyncio.Future[None]) -> None:
+    def unwatch(self, job_id: str, fut: asyncio.Future[Job | None]) -> None:
         futs = self._waiters.get(job_id)
         if futs is not None:
             futs.discard(fut)
@@ -193,20 +197,23 @@ class EventHub:
                 pause = min(pause * 2, 5.0)
 
     async def _dispatch(self, events: list[JobEvent]) -> None:
-        for e in events:
-            if e.status in TERMINAL_NAMES:
-                self._wake(e.job_id)
-        if not self._subs:
-            return
+        ended = {e.job_id for e in events if e.status in TERMINAL_NAMES and e.job_id in self._waiters}
         wanted = {s.job_id for s in self._subs}
-        ids = [e.job_id for e in events if None in wanted or e.job_id in wanted]
+        streamed = [e.job_id for e in events if None in wanted or e.job_id in wanted]
+        ids = [*ended, *streamed]
         if not ids:
             return
         try:
             jobs = await self.load(ids)
-        except Exception as exc:  # SQL away: end the affected streams; their clients resume from their last id
+        except Exception as exc:  # SQL away: waiters read for themselves; streams end and resume
             log.warning("job events: loading %d jobs failed (%s)", len(ids), type(exc).__name__)
-            self._break_subscribers_if(lambda s: s.job_id is None or s.job_id in ids)
+            for job_id in ended:
+                self._wake(job_id, None)
+            self._break_subscribers_if(lambda s: s.job_id is None or s.job_id in streamed)
+            return
+        for job_id in ended:
+            self._wake(job_id, jobs.get(job_id))
+        if not streamed:
             return
         for e in events:
             d = Delivery(e, jobs.get(e.job_id))
@@ -219,10 +226,10 @@ class EventHub:
             if pred(sub):
                 sub.broken.set()
 
-    def _wake(self, job_id: str) -> None:
+    def _wake(self, job_id: str, job: Job | None) -> None:
         for fut in self._waiters.pop(job_id, ()):
             if not fut.done():
-                fut.set_result(None)
+                fut.set_result(job)
 
     async def _recheck(self) -> None:
         while True:
@@ -231,9 +238,9 @@ class EventHub:
             if not ids:
                 continue
             try:
-                done = await to_thread.run_sync(terminal_among, self._sessions, ids)
+                done = await to_thread.run_sync(load_terminal, self._sessions, ids)
             except Exception as exc:
                 log.warning("job events: re-check of %d waited jobs failed (%s)", len(ids), type(exc).__name__)
                 continue
-            for job_id in done:
-                self._wake(job_id)
+            for job_id, job in done.items():
+                self._wake(job_id, job)

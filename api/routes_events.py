@@ -20,6 +20,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from genqueue.api import admission
 from genqueue.api.auth import Principal, require
 from genqueue.api.deps import close_session, get_session
 from genqueue.api.errors import ApiError, ErrorResponse
@@ -160,6 +161,7 @@ async def job_events(job_id: Annotated[str, Path(max_length=64)], request: Reque
         hub.unsubscribe(sub)
         raise _unavailable() from exc
     await close_session(session)  # no SQL connection is held while the stream is open
+    admission.release(request)
     terminal = job.status in TERMINAL_NAMES
     if after is None:
         if terminal:
@@ -187,6 +189,7 @@ async def events(request: Request, session: Session_, principal: Reader,
     flt = parse_filter(request.query_params.multi_items())
     after = _resume_point(last_event_id)
     await close_session(session)
+    admission.release(request)
     hub = _hub(request)
     sub = await hub.subscribe(None)
     return StreamingResponse(_stream(hub, sub, _Renderer(request, principal, flt), after or "0-0", None,

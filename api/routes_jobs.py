@@ -11,8 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from genqueue.api import admission
 from genqueue.api.auth import Principal, require
-from genqueue.api.deps import JobEnqueuer, close_session, get_enqueuer, get_intake, get_session
+from genqueue.api.deps import JobEnqueuer, close_session, get_enqueuer, get_intake, get_session, session_factory
 from genqueue.api.errors import ApiError, ErrorResponse
 from genqueue.api.events_hub import EventHub
 from genqueue.api.pagination import decode_cursor, encode_cursor
@@ -147,10 +148,17 @@ def _read_view(request: Request, session: Session, job_id: str, principal: Princ
     return job_view(visible_job(session, job_id, principal), output_url(request), show_storage=principal.sees_all)
 
 
+def _read_view_once(request: Request, job_id: str, principal: Principal) -> JobView:
+    """The same in a session opened and closed within this one trip to the threadpool (api/admission.py)."""
+    with session_factory(request)() as session:
+        return _read_view(request, session, job_id, principal)
+
+
 async def _wait_view(request: Request, response: Response, session: Session, principal: Principal, job_id: str,
                      wait: int) -> JobView:
     """The job once it is terminal or `wait` seconds passed. The wait holds neither a thread nor a SQL
-    connection: a future the event hub sets (api/events_hub.py), registered before the first read."""
+    connection: a future the event hub sets to the job it read (api/events_hub.py), registered before
+    the first read."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     hub = cast(EventHub, request.app.state.events)
@@ -161,8 +169,12 @@ async def _wait_view(request: Request, response: Response, session: Session, pri
         if view.status in TERMINAL_NAMES:
             return view
         await close_session(session)  # gives the connection back to the pool for the wait
+        admission.release(request)
         await asyncio.wait({done}, timeout=max(0.0, deadline - loop.time()))
-        return await run_in_threadpool(_read_view, request, session, job_id, principal)
+        job = done.result() if done.done() else None
+        if job is not None:  # read by the hub for every waiter woken with it; visible: checked above
+            return job_view(job, output_url(request), show_storage=principal.sees_all)
+        return await run_in_threadpool(_read_view_once, request, job_id, principal)
     finally:
         hub.unwatch(job_id, done)
 
