@@ -153,14 +153,19 @@ class EventHub:
         return sum(len(f) for f in self._waiters.values())
 
     async def close(self) -> None:
-        for task in self._tasks:
+        """Stop the reader. Only from the loop it runs on: an app served twice (a test's client and a
+        server) is closed by each, and the other loop's pieces are left to that loop."""
+        loop = asyncio.get_running_loop()
+        mine = [t for t in self._tasks if t.get_loop() is loop]
+        for task in mine:
             task.cancel()
-        for task in self._tasks:
+        for task in mine:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._tasks.clear()
-        if self._client is not None:
-            await self._client.aclose()  # type: ignore[attr-defined]  # (types-redis predates it)
+        self._tasks = [t for t in self._tasks if t not in mine]
+        if self._client is not None and not self._tasks:
+            with contextlib.suppress(Exception):
+                await self._client.aclose()  # type: ignore[attr-defined]  # (types-redis predates it)
             self._client = None
 
     # --- the reader and the re-check ----------------------------------------------------------------

@@ -100,6 +100,7 @@ async def _wait_all(h: Harness, ids: list[str], sampler: procs.Sampler) -> dict[
     plain_ms = (api_cpu() - cpu4) * 1000 / n
     delays = [(answered - datetime.fromisoformat(job["finished_at"]).timestamp()) * 1000
               for job, answered in out.values()]
+    finished = [datetime.fromisoformat(job["finished_at"]).timestamp() for job, _ in out.values()]
     statuses: dict[str, int] = {}
     for job, _ in out.values():
         statuses[job["status"]] = statuses.get(job["status"], 0) + 1
@@ -111,6 +112,7 @@ async def _wait_all(h: Harness, ids: list[str], sampler: procs.Sampler) -> dict[
         "api_cpu_ms_per_s_while_held": round((cpu2 - cpu1) * 1000 / (t2 - t1), 2),
         "api_cpu_ms_per_finished_job": round((cpu3 - cpu2) * 1000 / n, 3),
         "api_cpu_ms_per_plain_get_for_reference": round(plain_ms, 3),
+        "jobs_finished_within_s": round(max(finished) - min(finished), 1) if finished else None,
         "finished_to_answer_ms": {**pcts(delays, 0.5, 0.95, 0.99, digits=1),
                                   "max": round(max(delays), 1) if delays else None},
     }
