@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ import httpx
 import pytest
 import redis
 import uvicorn
-from api_helpers import body
+from api_helpers import body, closed_port_url
 from cryptography.fernet import Fernet
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -70,8 +71,8 @@ class Served:
             return int(s.scalar(select(func.count()).select_from(Job)) or 0)
 
 
-@pytest.fixture
-def served(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Served]:
+@contextmanager
+def _serve(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Served]:
     engine = make_engine(pg_url)
     upgrade(engine)
     sessions = make_session_factory(engine)
@@ -100,6 +101,12 @@ def served(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Served]:
         thread.join(15)
         client.close()
         engine.dispose()
+
+
+@pytest.fixture
+def served(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Served]:
+    with _serve(pg_url, redis_url, tmp_path) as s:
+        yield s
 
 
 def _later(seconds: float, fn: Any, *args: Any) -> threading.Thread:
@@ -286,3 +293,23 @@ def test_resume_with_last_event_id_loses_nothing(served: Served) -> None:
     stream_ids = [e[0].decode() for e in served.redis.xrange(STREAM)]
     sent = [f.id for f in received]
     assert sent == stream_ids[stream_ids.index(sent[0]):]  # every event since the first, in order, once
+
+
+def test_with_redis_away_creates_work_and_waits_end_by_the_recheck(pg_url: str, tmp_path: Path) -> None:
+    """Publishing never fails a write; a wait learns of the end from the SQL re-check instead."""
+    with _serve(pg_url, closed_port_url(), tmp_path) as served:
+        job_id = served.create()  # its event could not be published: the create is 202 all the same
+        with served.sessions.begin() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(status="succeeded", finished_at=datetime.now(UTC)))
+        with served.client("alice") as c:
+            started = time.monotonic()
+            resp = c.get(f"/v1/jobs/{job_id}", headers={"Prefer": "wait=20"})
+            assert resp.json()["status"] == "succeeded", resp.text
+            assert time.monotonic() - started < 1.0  # terminal at the first read
+            other = served.create()
+            _later(0.3, lambda: served.finish(other, "failed", announce=False))
+            started = time.monotonic()
+            resp = c.get(f"/v1/jobs/{other}", headers={"Prefer": "wait=20"})
+            assert resp.json()["status"] == "failed", resp.text
+            assert time.monotonic() - started < events_hub.RECHECK_SECONDS + 1.5
+            assert c.get(f"/v1/jobs/{other}/events").status_code == 503

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
+import redis
 
 from genqueue.api.errors import ApiError
 from genqueue.api.event_filter import EventFilter, matches, parse_filter
 from genqueue.api.prefer import parse_wait
 from genqueue.api.routes_events import sse_frame
-from genqueue.core.events import decode, is_after, parse_id
+from genqueue.core.events import decode, is_after, parse_id, publish, publish_many
 
 
 @pytest.mark.parametrize(("header", "seconds"), [
@@ -80,3 +83,14 @@ def test_decode_entry_and_frame() -> None:
     assert event is not None and (event.id, event.job_id, event.status) == ("5-1", "abc", "running")
     assert decode(b"5-2", {b"other": b"x"}) is None
     assert sse_frame("5-1", '{"id":"abc"}') == 'id: 5-1\nevent: job.updated\ndata: {"id":"abc"}\n\n'
+
+
+def test_publish_never_raises_when_redis_is_away(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as sock:  # a loopback port nothing listens on: refused at once
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+    publish(client, "job-1", "succeeded")
+    publish_many(client, [("job-2", "queued"), ("job-3", "queued")])
+    publish_many(client, [])
+    assert sum("job event not published" in r.getMessage() for r in caplog.records) == 2
