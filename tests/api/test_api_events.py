@@ -4,6 +4,7 @@ compare-and-set in SQL, then an event in the stream); tests/e2e/test_events_e2e.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -313,3 +314,25 @@ def test_with_redis_away_creates_work_and_waits_end_by_the_recheck(pg_url: str, 
             assert resp.json()["status"] == "failed", resp.text
             assert time.monotonic() - started < events_hub.RECHECK_SECONDS + 1.5
             assert c.get(f"/v1/jobs/{other}/events").status_code == 503
+
+
+def test_a_burst_of_waits_larger_than_the_pool_and_the_threads_is_answered(served: Served) -> None:
+    """80 waits at once: more than the API's 37 pooled connections and 40 threads. Without admission
+    (api/admission.py) every thread sat in a key lookup blocked on the empty pool while the requests
+    holding the connections queued for a thread: nothing answered before the 30 s pool timeout."""
+    ids = [served.create() for _ in range(80)]
+
+    async def burst() -> list[float]:
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+        async with httpx.AsyncClient(base_url=served.url, headers={"Authorization": f"Bearer {served.keys['alice']}"},
+                                     timeout=60, limits=limits) as c:
+            async def one(job_id: str) -> float:
+                started = time.monotonic()
+                resp = await c.get(f"/v1/jobs/{job_id}", headers={"Prefer": "wait=2"})
+                assert resp.status_code == 200 and resp.json()["status"] == "queued", resp.text
+                return time.monotonic() - started
+
+            return await asyncio.gather(*(one(i) for i in ids))
+
+    took = asyncio.run(burst())
+    assert min(took) >= 2.0 and max(took) < 15.0, (min(took), max(took))
