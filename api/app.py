@@ -26,6 +26,7 @@ from genqueue.api.auth import AuthBeforeBody
 from genqueue.api.bodylimit import BodySizeLimit
 from genqueue.api.deps import ApiParts
 from genqueue.api.errors import install_error_handlers
+from genqueue.api.estimates import Estimator
 from genqueue.api.events_hub import EventHub
 from genqueue.api.guards import CatchAll, RejectNul
 from genqueue.api.ratelimit import RateLimiter
@@ -60,6 +61,7 @@ def create_app(parts: ApiParts) -> FastAPI:
     app.state.redis = parts.redis
     app.state.intake = parts.intake
     app.state.limiter = RateLimiter(parts.redis, settings.api_rate_per_min)
+    app.state.estimator = Estimator(parts.redis, settings)
     app.state.webhook_secret = WebhookSecret(settings)
     app.state.events = EventHub(settings.redis_url, parts.sessions)  # started by the first waiter/subscriber
     install_error_handlers(app)
