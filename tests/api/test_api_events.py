@@ -214,7 +214,7 @@ def test_wait_on_create_sees_the_api_own_cancel(served: Served) -> None:
     assert resp.json()["status"] == "canceled", resp.text
     assert resp.headers["Preference-Applied"] == "wait=20"
     assert holder["cancel"].status_code == 200, holder["cancel"].text
-    assert 0.8 <= took < 2.0, took
+    assert 0.7 <= took < 2.0, took  # held until the cancel (its timer started just before the POST)
 
 
 def test_a_wait_is_scoped_to_the_key(served: Served) -> None:
