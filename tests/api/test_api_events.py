@@ -171,7 +171,7 @@ def test_wait_answers_as_soon_as_the_job_ends(served: Served) -> None:
     assert resp.headers["Preference-Applied"] == "wait=60"
     delay = (answered - marks["finished"]).total_seconds()
     print(f"finished -> answer: {delay * 1000:.1f} ms")
-    assert delay < 0.3, delay
+    assert delay < 0.5, delay  # event-driven: the re-check alone would take up to 2 s
 
 
 def test_a_lost_event_is_covered_by_the_recheck(served: Served) -> None:
