@@ -133,6 +133,18 @@
     table($("keys"), ["key", "jobs", "billed", "spend"], s.cost.by_api_key.map(function (k) {
       return row([k.name || k.api_key_id || "–", k.jobs, secs(k.billed_seconds), money(k.spend)]);
     }));
+    var sc = s.scheduling;
+    if (sc) {
+      $("dispatch").textContent = "dispatching " + sc.dispatch_per_min + "/min of a " + sc.create_budget_per_min +
+        "/min create budget" + (sc.dispatch_share_of_budget != null ? " (" + Math.round(100 * sc.dispatch_share_of_budget) + "%)" : "");
+      var names = {};
+      s.cost.by_api_key.forEach(function (k) { names[k.api_key_id] = k.name; });
+      table($("sched"), ["queued", "n"], Object.keys(sc.queued_by_priority).map(function (p) {
+        return row(["priority " + p, sc.queued_by_priority[p]]);
+      }).concat(Object.keys(sc.queued_by_key).map(function (k) {
+        return row(["key " + (names[k] || k), sc.queued_by_key[k]]);
+      })));
+    }
     var dl = $("model-list"); dl.textContent = "";
     s.models.forEach(function (m) { dl.appendChild(h("option", {value: m.model})); });
     var b = $("banner");
