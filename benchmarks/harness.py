@@ -145,7 +145,8 @@ class Harness:
         return list(r.json()["predictions"])
 
     # --- genqueue -------------------------------------------------------------------------
-    def genqueue_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+    def genqueue_env(self, extra: dict[str, str | None] | None = None) -> dict[str, str]:
+        """The processes' environment; a value None in `extra` removes that variable."""
         env = dict(os.environ)
         env.update(
             GENQUEUE_DATA_DIR=str(self.tmp / "data"), DATABASE_URL=self.db_url, REDIS_URL=self.redis_url,
@@ -157,7 +158,11 @@ class Harness:
             GENQUEUE_READ_RATE_PER_MIN=str(RAISED_READ_PER_MIN),
             GENQUEUE_API_RATE_PER_MIN="100000000",
         )
-        env.update(extra or {})
+        for key, value in (extra or {}).items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
         env.update(self.opts.env)  # --env KEY=VALUE wins
         return env
 
@@ -168,9 +173,9 @@ class Harness:
         return out.stdout
 
     def start_genqueue(self, *, api: bool = True, workers: bool = True, beat: bool = True,
-                       env_extra: dict[str, str] | None = None) -> None:
+                       env_extra: dict[str, str | None] | None = None) -> None:
         port = free_port()
-        extra = dict(env_extra or {})
+        extra: dict[str, str | None] = dict(env_extra or {})
         if api and self.opts.webhooks:
             # Replicate (the simulator) pushes finished predictions to this API; polls become a safety net.
             extra["GENQUEUE_WEBHOOK_URL"] = f"http://127.0.0.1:{port}"
