@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     def _upper(cls, v: object) -> object:
         return v.upper() if isinstance(v, str) else v
 
+    @field_validator("create_rate_per_min", "read_rate_per_min", mode="before")
+    @classmethod
+    def _no_cap(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v  # set but empty: no cap
+
     @field_validator("replicate_base_url")
     @classmethod
     def _base_url(cls, v: str) -> str:

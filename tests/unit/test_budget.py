@@ -174,3 +174,17 @@ def test_closed_loop_normal_account_reaches_its_full_rate() -> None:
     assert fleet.account.rate == DOCUMENTED_PER_MIN["create"] / 60
     per_min = 2000 / seconds * 60
     assert per_min >= 0.95 * 600 * 0.97  # the headroom, and a bucket that starts with one request
+
+
+def test_rate_settings_are_optional_caps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genqueue.core.settings import ConfigError, load_settings
+
+    monkeypatch.delenv("GENQUEUE_READ_RATE_PER_MIN", raising=False)
+    monkeypatch.setenv("GENQUEUE_CREATE_RATE_PER_MIN", "")
+    s = load_settings(_env_file=None)
+    assert s.create_rate_per_min is None and s.read_rate_per_min is None and s.create_budget_per_min == 600
+    monkeypatch.setenv("GENQUEUE_CREATE_RATE_PER_MIN", "120")
+    assert load_settings(_env_file=None).create_budget_per_min == 120
+    monkeypatch.setenv("GENQUEUE_CREATE_RATE_PER_MIN", "0")
+    with pytest.raises(ConfigError, match="GENQUEUE_CREATE_RATE_PER_MIN"):
+        load_settings(_env_file=None)
