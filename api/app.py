@@ -24,6 +24,7 @@ from genqueue.api.auth import AuthBeforeBody
 from genqueue.api.bodylimit import BodySizeLimit
 from genqueue.api.deps import ApiParts
 from genqueue.api.errors import install_error_handlers
+from genqueue.api.estimates import Estimator
 from genqueue.api.guards import CatchAll, RejectNul
 from genqueue.api.ratelimit import RateLimiter
 from genqueue.api.webhook_auth import WebhookSecret
@@ -56,6 +57,7 @@ def create_app(parts: ApiParts) -> FastAPI:
     app.state.redis = parts.redis
     app.state.intake = parts.intake
     app.state.limiter = RateLimiter(parts.redis, settings.api_rate_per_min)
+    app.state.estimator = Estimator(parts.redis, settings)
     app.state.webhook_secret = WebhookSecret(settings)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -47,6 +47,7 @@ class Principal:
     key_id: str
     name: str
     role: Role
+    max_queued: int | None = None  # the key's limit on queued jobs (intake answers 429 beyond it)
 
     @property
     def sees_all(self) -> bool:
@@ -76,7 +77,7 @@ def _principal(request: Request, session: Session, token: str) -> Principal:
     if wait is not None:
         raise ApiError(429, "rate_limited", "too many requests for this API key",
                        headers={"Retry-After": str(wait)})
-    return Principal(key_id=key.id, name=key.name, role=role)
+    return Principal(key_id=key.id, name=key.name, role=role, max_queued=key.max_queued)
 
 
 async def authenticate(

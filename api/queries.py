@@ -42,6 +42,7 @@ def list_jobs(
     limit: int,
     status: JobStatus | None = None,
     model: str | None = None,
+    priority: int | None = None,
     after: tuple[datetime, str] | None = None,
 ) -> tuple[list[Job], bool]:
     """One page newest first on (created_at, id), starting after the cursor; also whether more follow."""
@@ -50,6 +51,8 @@ def list_jobs(
         stmt = stmt.where(Job.status == status.value)
     if model:
         stmt = stmt.where(Job.model == model)
+    if priority is not None:
+        stmt = stmt.where(Job.priority == priority)
     if after is not None:
         created_at, job_id = after
         stmt = stmt.where(or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < job_id)))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
+import redis
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
@@ -13,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from genqueue.api.auth import Principal, require
 from genqueue.api.deps import JobEnqueuer, get_enqueuer, get_intake, get_session
 from genqueue.api.errors import ApiError, ErrorResponse
+from genqueue.api.estimates import Estimator
 from genqueue.api.pagination import decode_cursor, encode_cursor
 from genqueue.api.queries import list_jobs, visible_job, visible_jobs
 from genqueue.api.views import (
@@ -30,6 +32,8 @@ from genqueue.models.base import utcnow
 from genqueue.models.jobs import finish_timings, touch, transition
 from genqueue.models.keys import Role
 from genqueue.models.status import JobStatus
+from genqueue.models.tables import Job
+from genqueue.sched.ready import ReadyQueues, entry
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -71,7 +75,7 @@ def _accept(request: Request, session: Session, principal: Principal, intake: In
     """Runs in the threadpool, in the session the key was looked up in: insert, commit, enqueue, views.
     New jobs are shown as written (queued), without reading them back; a replay is read back as it is now."""
     jobs, created = intake.submit(requests, api_key_id=principal.key_id, idempotency_key=idempotency_key,
-                                  batch=batch, session=session)
+                                  batch=batch, session=session, max_queued=principal.max_queued)
     if created:
         return [accepted_view(j) for j in jobs], True
     rows = visible_jobs(session, [j.id for j in jobs], principal)
@@ -115,6 +119,7 @@ def get_jobs(
     principal: Reader,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status")] = None,
     model: Annotated[str | None, Query(max_length=200, description='Only this "owner/name"')] = None,
+    priority: Annotated[int | None, Query(ge=0, le=9, description="Only jobs of this priority")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=500, description="`next_cursor` of the previous page")] = None,
     include: Annotated[list[Literal["input"]] | None, Query(
@@ -122,17 +127,26 @@ def get_jobs(
                     "bytes are left out to keep pages small")] = None,
 ) -> JobPage:
     after = decode_cursor(cursor) if cursor else None
-    rows, more = list_jobs(session, principal, limit=limit, status=status, model=model, after=after)
+    rows, more = list_jobs(session, principal, limit=limit, status=status, model=model, priority=priority,
+                           after=after)
+    estimates = _estimator(request).for_jobs(session, rows)
     input_limit = None if "input" in (include or []) else LIST_INPUT_MAX_BYTES
     url = output_url(request)
     next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
-    jobs = [job_view(j, url, input_limit=input_limit, show_storage=principal.sees_all) for j in rows]
+    jobs = [job_view(j, url, input_limit=input_limit, show_storage=principal.sees_all, estimate=estimates.get(j.id))
+            for j in rows]
     return JobPage(jobs=jobs, next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", responses=_errors(401, 404, 429), summary="Get a job")
 def get_job(job_id: JobId, request: Request, session: Session_, principal: Reader) -> JobView:
-    return job_view(visible_job(session, job_id, principal), output_url(request), show_storage=principal.sees_all)
+    job = visible_job(session, job_id, principal)
+    estimates = _estimator(request).for_jobs(session, [job])
+    return job_view(job, output_url(request), show_storage=principal.sees_all, estimate=estimates.get(job.id))
+
+
+def _estimator(request: Request) -> Estimator:
+    return cast(Estimator, request.app.state.estimator)
 
 
 @router.post("/{job_id}/cancel", status_code=202, responses={
@@ -151,6 +165,7 @@ def cancel_job(job_id: JobId, request: Request, response: Response, session: Ses
             if transition(session, job_id, JobStatus.QUEUED, JobStatus.CANCELED, finished_at=now,
                           error_code=None, **finish_timings(job, now)):
                 session.commit()
+                _leave_lane(request, job)
                 log.info("job canceled while queued job=%s", job_id)
                 response.status_code = 200
                 break
@@ -165,6 +180,15 @@ def cancel_job(job_id: JobId, request: Request, response: Response, session: Ses
     else:
         raise ApiError(409, "conflict", "the job kept changing state; try again")
     return job_view(visible_job(session, job_id, principal), output_url(request), show_storage=principal.sees_all)
+
+
+def _leave_lane(request: Request, job: Job) -> None:
+    """A canceled queued job leaves its lane, so it costs no create token (the submit step would drop
+    it anyway if this fails)."""
+    try:
+        ReadyQueues(request.app.state.redis).remove(entry(job.id, job.priority, job.api_key_id, 0.0))
+    except redis.RedisError as exc:
+        log.warning("job=%s canceled but still in its lane (%s)", job.id, type(exc).__name__)
 
 
 def _send_cancel(enqueuer: JobEnqueuer, job_id: str) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from genqueue.api.auth import Principal, require
 from genqueue.api.deps import get_session
 from genqueue.api.errors import ApiError, ErrorResponse
+from genqueue.api.estimates import Estimator
 from genqueue.core.settings import Settings
 from genqueue.intake.errors import FieldError
 from genqueue.models.base import utcnow
@@ -61,5 +62,9 @@ def get_stats(
                        [FieldError("window", "must look like 15m, 1h, 7d or all")]) from None
     if f.since and f.until and f.since >= f.until:
         raise ApiError(422, "validation_error", "empty time range", [FieldError("since", "must be before until")])
-    return report(session, f, price_per_second=settings.price_per_second,
-                  create_rate_per_min=settings.create_budget_per_min, stuck_after=STUCK_AFTER.total_seconds(), now=now)
+    result = report(session, f, price_per_second=settings.price_per_second,
+                    create_rate_per_min=settings.create_budget_per_min, stuck_after=STUCK_AFTER.total_seconds(),
+                    now=now)
+    estimator: Estimator = request.app.state.estimator
+    result["scheduling"] = estimator.scheduling(session, api_key_id)
+    return result

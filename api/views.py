@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from genqueue.api.estimates import Estimate
 from genqueue.core.crypto import masked_input
 from genqueue.intake.jsoncheck import larger_than
 from genqueue.intake.service import AcceptedJob
@@ -71,6 +72,12 @@ class JobView(BaseModel):
     completed_at: datetime | None
     finished_at: datetime | None
     deadline_at: datetime | None
+    priority: int = Field(5, description="0-9, higher first")
+    queue_position: int | None = Field(None, description="Queued jobs only: jobs ahead of it in dispatch order "
+                                                         "(an estimate; see Scheduling in the README)")
+    estimated_start_at: datetime | None = Field(None, description="Queued jobs only: when its create is expected")
+    estimated_finish_at: datetime | None = Field(None, description="Running jobs only: when predictions of its "
+                                                                   "model usually end")
 
 
 class JobBatchView(BaseModel):
@@ -83,7 +90,7 @@ class JobPage(BaseModel):
 
 
 def job_view(job: Job, output_url: OutputUrl, *, input_limit: int | None = None,
-             show_storage: bool = False) -> JobView:
+             show_storage: bool = False, estimate: Estimate | None = None) -> JobView:
     """`input_limit`: leave out an input larger than this many bytes (list pages). `show_storage`:
     include each output's storage URI (ops/admin callers)."""
     public = job.input_public or {}
@@ -116,6 +123,10 @@ def job_view(job: Job, output_url: OutputUrl, *, input_limit: int | None = None,
         completed_at=job.completed_at,
         finished_at=job.finished_at,
         deadline_at=job.deadline_at,
+        priority=job.priority,
+        queue_position=estimate.queue_position if estimate else None,
+        estimated_start_at=estimate.estimated_start_at if estimate else None,
+        estimated_finish_at=estimate.estimated_finish_at if estimate else None,
     )
 
 
@@ -140,4 +151,5 @@ def accepted_view(job: AcceptedJob) -> JobView:
         completed_at=None,
         finished_at=None,
         deadline_at=job.deadline_at,
+        priority=job.priority,
     )

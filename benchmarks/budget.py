@@ -30,7 +30,7 @@ def workload9(opts: Options) -> dict[str, Any]:
     with Harness(opts, "w9") as h:
         h.start_simulator(W9_PREDICT, W9_START, preset="low_credit")
         # No caps: the fleet starts at the documented 600/min and learns the account.
-        h.start_genqueue(env_extra={"GENQUEUE_CREATE_RATE_PER_MIN": None, "GENQUEUE_READ_RATE_PER_MIN": None})
+        h.start_genqueue(default_limits=True)
         time.sleep(3)  # workers up
         t0 = time.time()
         _log(f"w9: submitting {n} jobs to a 6 creates/min account (~{n / 6:.0f} min)")

@@ -145,8 +145,8 @@ class Harness:
         return list(r.json()["predictions"])
 
     # --- genqueue -------------------------------------------------------------------------
-    def genqueue_env(self, extra: dict[str, str | None] | None = None) -> dict[str, str]:
-        """The processes' environment; a value None in `extra` removes that variable."""
+    def genqueue_env(self, extra: dict[str, str] | None = None, *, default_limits: bool = False) -> dict[str, str]:
+        """`default_limits`: no rate setting at all, as a user gets from the README."""
         env = dict(os.environ)
         env.update(
             GENQUEUE_DATA_DIR=str(self.tmp / "data"), DATABASE_URL=self.db_url, REDIS_URL=self.redis_url,
@@ -158,11 +158,10 @@ class Harness:
             GENQUEUE_READ_RATE_PER_MIN=str(RAISED_READ_PER_MIN),
             GENQUEUE_API_RATE_PER_MIN="100000000",
         )
-        for key, value in (extra or {}).items():
-            if value is None:
-                env.pop(key, None)
-            else:
-                env[key] = value
+        if default_limits:
+            env.pop("GENQUEUE_CREATE_RATE_PER_MIN")
+            env.pop("GENQUEUE_READ_RATE_PER_MIN")
+        env.update(extra or {})
         env.update(self.opts.env)  # --env KEY=VALUE wins
         return env
 
@@ -173,13 +172,13 @@ class Harness:
         return out.stdout
 
     def start_genqueue(self, *, api: bool = True, workers: bool = True, beat: bool = True,
-                       env_extra: dict[str, str | None] | None = None) -> None:
+                       env_extra: dict[str, str] | None = None, default_limits: bool = False) -> None:
         port = free_port()
-        extra: dict[str, str | None] = dict(env_extra or {})
+        extra = dict(env_extra or {})
         if api and self.opts.webhooks:
             # Replicate (the simulator) pushes finished predictions to this API; polls become a safety net.
             extra["GENQUEUE_WEBHOOK_URL"] = f"http://127.0.0.1:{port}"
-        self.env = self.genqueue_env(extra)
+        self.env = self.genqueue_env(extra, default_limits=default_limits)
         self.cli("migrate")
         self.api_key = self.cli("keys", "create", "--name", "bench", "--role", "admin").strip().splitlines()[-1]
         self.engine = create_engine(self.db_url, pool_size=2)

@@ -31,11 +31,25 @@ def _db_errors() -> Iterator[None]:
         die(f"database error ({first}); has `genqueue migrate` been run?")
 
 
+Weight = Annotated[int | None, typer.Option(help="share of the create budget against other keys (1-1000)")]
+MaxRunning = Annotated[int | None, typer.Option(help="most predictions running at once (0 = no limit)")]
+MaxQueued = Annotated[int | None, typer.Option(help="most jobs queued; beyond it a submit is 429 (0 = no limit)")]
+
+
+def _check_limits(weight: int | None, max_running: int | None, max_queued: int | None) -> None:
+    if weight is not None and not 1 <= weight <= 1000:
+        die(f"--weight must be 1 to 1000 (got {weight})")
+    for flag, value in (("--max-running", max_running), ("--max-queued", max_queued)):
+        if value is not None and value < 0:
+            die(f"{flag} must be 0 (no limit) or more (got {value})")
+
+
 @app.command()
 def create(name: Annotated[str, typer.Option(help="1-100 characters")],
-           role: Annotated[str, typer.Option(help="submit | ops | admin")] = "submit") -> None:
+           role: Annotated[str, typer.Option(help="submit | ops | admin")] = "submit",
+           weight: Weight = None, max_running: MaxRunning = None, max_queued: MaxQueued = None) -> None:
     """Create a key; the key itself is printed once, on the last line."""
-    from genqueue.models.keys import Role, create_key
+    from genqueue.models.keys import Limits, Role, create_key
 
     if not 1 <= len(name.strip()) <= 100:
         die("--name must be 1 to 100 characters")
@@ -43,10 +57,39 @@ def create(name: Annotated[str, typer.Option(help="1-100 characters")],
         r = Role(role)
     except ValueError:
         die(f"--role must be one of submit, ops, admin (got {role!r})")
+    _check_limits(weight, max_running, max_queued)
+    limits = Limits(weight or 1, max_running or None, max_queued or None)
     with _db_errors(), _sessions().begin() as session:
-        key, plaintext = create_key(session, name.strip(), r)
-        typer.echo(f"created key {key.prefix}… name={name} role={r.value} (store it now; it is not shown again)")
+        key, plaintext = create_key(session, name.strip(), r, limits)
+        typer.echo(f"created key {key.prefix}… name={name} role={r.value} {_limits_text(key)} "
+                   "(store it now; it is not shown again)")
     typer.echo(plaintext)
+
+
+@app.command()
+def update(key: Annotated[str, typer.Argument(help="key id or prefix")],
+           weight: Weight = None, max_running: MaxRunning = None, max_queued: MaxQueued = None) -> None:
+    """Change a key's weight or limits; they apply within seconds, to jobs already queued too."""
+    from genqueue.models.keys import UNSET, update_limits
+
+    _check_limits(weight, max_running, max_queued)
+    if weight is None and max_running is None and max_queued is None:
+        die("nothing to change: give --weight, --max-running or --max-queued")
+    with _db_errors(), _sessions().begin() as session:
+        found = update_limits(session, key, weight=weight,
+                              max_running=None if max_running is None else (max_running or UNSET),
+                              max_queued=None if max_queued is None else (max_queued or UNSET))
+        if found is None:
+            die(f"no active key {key!r}", 1)
+        typer.echo(f"updated {found.prefix}… {_limits_text(found)}")
+
+
+def _limits_text(key: object) -> str:
+    def show(v: object) -> str:
+        return "none" if v is None else str(v)
+
+    return (f"weight={getattr(key, 'weight', 1)} max_running={show(getattr(key, 'max_running', None))} "
+            f"max_queued={show(getattr(key, 'max_queued', None))}")
 
 
 @app.command("list")
@@ -57,7 +100,7 @@ def list_() -> None:
     with _db_errors(), _sessions()() as session:
         for k in list_keys(session):
             state = "revoked" if k.revoked_at else "active"
-            typer.echo(f"{k.id}  {k.prefix}…  {k.role:<6}  {state:<7}  {k.name}")
+            typer.echo(f"{k.id}  {k.prefix}…  {k.role:<6}  {state:<7}  {k.name}  {_limits_text(k)}")
 
 
 @app.command()

@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     # The whsec_... signing secret; unset = fetched once from Replicate (GET /v1/webhooks/default/secret).
     webhook_secret: SecretStr | None = Field(None, validation_alias=_alias("GENQUEUE_WEBHOOK_SECRET"))
     job_deadline_seconds: float = Field(3600.0, gt=0, validation_alias=_alias("GENQUEUE_JOB_DEADLINE"))
+    # Seconds of waiting that raise a queued job's priority by one level (genqueue.sched.plan).
+    priority_aging: float = Field(300.0, ge=1, validation_alias=_alias("GENQUEUE_PRIORITY_AGING"))
 
     # --- security ----------------------------------------------------------------------------
     # Comma-separated Fernet keys; the first encrypts, all decrypt (rotation). Empty: a key file in data_dir.

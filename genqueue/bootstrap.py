@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from genqueue.intake import Intake
+    from genqueue.sched.ready import ReadyQueues
     from genqueue.storage import Storage
     from genqueue.worker.context import WorkerContext
     from genqueue.worker.enqueue import Enqueuer
@@ -106,11 +107,18 @@ class Root:
         return Enqueuer(self.celery)
 
     @cached_property
+    def ready(self) -> ReadyQueues:
+        """Queued jobs' lanes in Redis, where producers add jobs and the dispatcher takes them."""
+        from genqueue.sched.ready import ReadyQueues
+
+        return ReadyQueues(self.redis)
+
+    @cached_property
     def intake(self) -> Intake:
         from genqueue.intake import Intake
 
         s = self.settings
-        return Intake(self.sessions, self.cipher, s.secret_field_names, self.enqueuer, s.job_deadline_seconds,
+        return Intake(self.sessions, self.cipher, s.secret_field_names, self.ready.add, s.job_deadline_seconds,
                       max_input_bytes=s.max_input_bytes)
 
     # --- the database's schema and the key that opens its secrets -----------------------------------
@@ -172,7 +180,8 @@ class Root:
             built["redis"].close()
 
 
-_OVERRIDABLE = frozenset({"engine", "sessions", "cipher", "storage", "redis", "celery", "enqueuer", "intake"})
+_OVERRIDABLE = frozenset({"engine", "sessions", "cipher", "storage", "redis", "celery", "enqueuer", "intake",
+                          "ready"})
 
 
 def asgi_app() -> FastAPI:

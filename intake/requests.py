@@ -18,6 +18,7 @@ class JobRequest(BaseModel):
     model: str | None = Field(None, description='"owner/name" of an official model', max_length=200)
     deployment: str | None = Field(None, description='"owner/name" of your deployment', max_length=200)
     input: dict[str, Any] = Field(..., description="The model's input; secret fields are sealed at rest")
+    priority: int = Field(5, ge=0, le=9, description="0-9, higher first (default 5); see Scheduling in the README")
     deadline_seconds: float | None = Field(
         None, ge=5, le=86400, description="Give up (and cancel on Replicate) after this long; sent as Cancel-After"
     )

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from cryptography.fernet import MultiFernet
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,7 +33,11 @@ from genqueue.intake.requests import JobRequest
 from genqueue.intake.schemas import validator_for
 from genqueue.models.base import utcnow
 from genqueue.models.ids import new_id
+from genqueue.models.jobs import QUEUED_AUDIT
+from genqueue.models.schedule import KEYS as _KEYS
+from genqueue.models.schedule import queued_count
 from genqueue.models.tables import Job
+from genqueue.sched.ready import Entry, entry
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +47,7 @@ _JOBS = cast(Table, Job.__table__)
 # Every column intake writes, in COPY order. The others are NULL until a worker fills them.
 _COLUMNS = ("id", "status", "target", "model", "version", "deployment", "input_public", "secret_names",
             "input_sealed", "api_key_id", "idempotency_key", "request_hash", "created_at", "updated_at",
-            "deadline_at", "next_check_at", "polls", "attempts", "deliveries")
+            "deadline_at", "next_check_at", "polls", "attempts", "deliveries", "priority")
 _JSON_COLUMNS = frozenset({"input_public", "secret_names"})
 _COPY_SQL = f"COPY jobs ({', '.join(_COLUMNS)}) FROM STDIN"
 _INSERT = _JOBS.insert()  # built once: constructing it per call showed up in the single-submit profile
@@ -62,6 +66,7 @@ class AcceptedJob:
     secret_names: list[SecretPath]
     created_at: datetime
     deadline_at: datetime | None
+    priority: int
 
     @classmethod
     def of(cls, job: Job) -> AcceptedJob:
@@ -150,13 +155,26 @@ def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
         raise IntegrityError(_COPY_SQL, None, exc) from exc
 
 
+def check_quota(session: Session, api_key_id: str, max_queued: int, adding: int) -> None:
+    """429 `quota_exceeded` when `adding` more jobs would put the key over `max_queued` queued jobs.
+    The key's row is locked (FOR UPDATE; PostgreSQL) until the caller commits its insert."""
+    session.execute(select(_KEYS.c.id).where(_KEYS.c.id == api_key_id).with_for_update())
+    queued = queued_count(session, api_key_id)
+    if queued + adding > max_queued:
+        session.rollback()
+        raise IntakeError(429, "quota_exceeded",
+                          f"this API key may have at most {max_queued} queued jobs; {queued} are queued and "
+                          f"this request adds {adding}",
+                          [FieldError("max_queued", f"limit {max_queued} reached ({queued} queued)")])
+
+
 class Intake:
     def __init__(
         self,
         session_factory: sessionmaker[Session],
         cipher: MultiFernet,
         secret_fields: frozenset[str],
-        enqueue: Callable[[list[str]], None],
+        enqueue: Callable[[Sequence[Entry]], None],
         default_deadline: float,
         *,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
@@ -176,19 +194,22 @@ class Intake:
         idempotency_key: str | None = None,
         batch: bool = False,
         session: Session | None = None,
+        max_queued: int | None = None,
     ) -> tuple[list[AcceptedJob], bool]:
         """Accept jobs all-or-nothing. Returns (jobs, created); created is False on an idempotent replay.
 
         `session`: write in this session's transaction (the API's, which already looked up the key) and
-        commit it; by default intake uses a session of its own."""
+        commit it; by default intake uses a session of its own. `max_queued`: the key's limit on queued
+        jobs; the check and the insert then run in a transaction of intake's own that locks the key's
+        row, so concurrent submissions of one key cannot both pass it."""
         validate(requests, batch=batch, max_input_bytes=self._max_input_bytes)
-        if session is None:
+        if session is None or (max_queued is not None and api_key_id is not None):
             with self._sessions() as own:
-                return self._submit(own, requests, api_key_id, idempotency_key, batch)
-        return self._submit(session, requests, api_key_id, idempotency_key, batch)
+                return self._submit(own, requests, api_key_id, idempotency_key, batch, max_queued)
+        return self._submit(session, requests, api_key_id, idempotency_key, batch, None)
 
     def _submit(self, session: Session, requests: Sequence[JobRequest], api_key_id: str | None,
-                idempotency_key: str | None, batch: bool) -> tuple[list[AcceptedJob], bool]:
+                idempotency_key: str | None, batch: bool, max_queued: int | None) -> tuple[list[AcceptedJob], bool]:
         splits = [split_secrets(r.input, self._secret_fields) for r in requests]
         # From here on the secrets are in the clear in this context: mask them in anything it logs.
         register_secrets(s for split in splits for v in split.values for s in secret_strings(v))
@@ -200,9 +221,13 @@ class Intake:
             existing = self._replay(session, api_key_id, keys, digest)
             if existing is not None:
                 return existing, False
+        if max_queued is not None and api_key_id is not None:
+            check_quota(session, api_key_id, max_queued, len(requests))
         now = utcnow()
-        rows = [self._row(r, api_key_id, key, digest, now, split)
-                for r, split, key in zip(requests, splits, keys, strict=True)]
+        # A batch's jobs are created a microsecond apart: (created_at, id) is then the order they were
+        # given in, which the lanes (FIFO by created_at) and a rebuild of them from SQL both keep.
+        rows = [self._row(r, api_key_id, key, digest, now + timedelta(microseconds=i), split)
+                for i, (r, split, key) in enumerate(zip(requests, splits, keys, strict=True))]
         try:
             insert_rows(session.connection(), rows)
             session.commit()
@@ -217,11 +242,20 @@ class Intake:
             raise
         ids = [row["id"] for row in rows]
         try:
-            self._enqueue(ids)
-        except Exception as exc:  # broker down: the sweeper enqueues queued jobs later
+            self._enqueue([entry(r["id"], r["priority"], api_key_id, r["created_at"].timestamp()) for r in rows])
+        except Exception as exc:  # Redis away: due for the sweeper's audit at once, which puts them in their lanes
             log.warning("enqueue failed for %d jobs (%s); the sweeper will pick them up", len(ids), type(exc).__name__)
+            self._due_now(ids, now)
         log.info("accepted %d jobs first=%s", len(ids), ids[0])
         return [AcceptedJob.from_row(row) for row in rows], True
+
+    def _due_now(self, ids: list[str], now: datetime) -> None:
+        try:
+            with self._sessions.begin() as session:
+                session.execute(update(_JOBS).where(_JOBS.c.id.in_(ids), _JOBS.c.status == "queued")
+                                .values(next_check_at=now))
+        except Exception as exc:  # the audit still finds them, QUEUED_AUDIT later
+            log.warning("could not mark %d unqueued jobs due (%s)", len(ids), type(exc).__name__)
 
     @staticmethod
     def _idem_key(key: str | None, index: int, batch: bool) -> str | None:
@@ -263,7 +297,10 @@ class Intake:
             "created_at": now,
             "updated_at": now,
             "deadline_at": now + timedelta(seconds=deadline),
-            "next_check_at": now,
+            # Queued jobs wait in their lanes (genqueue.sched.ready); this is when the sweeper checks
+            # that a job still waiting is really there (worker.services.sweep).
+            "next_check_at": now + QUEUED_AUDIT,
+            "priority": req.priority,
             "polls": 0,
             "attempts": 0,
             "deliveries": 0,

@@ -27,6 +27,9 @@ JOBS = cast(Table, Job.__table__)
 # restarted empty): the sweeper sends the step again, and the ops figures count it as stuck. Steps
 # run at their check time within a second when workers keep up; a backlog is recognised separately.
 STUCK_AFTER = timedelta(seconds=30)
+# A queued job waits in its lane in Redis (genqueue.sched.ready), as long as the backlog takes: its
+# next_check_at is only when the sweeper makes sure it is still there (and then again this much later).
+QUEUED_AUDIT = timedelta(seconds=60)
 
 
 def compare_and_set(

@@ -28,12 +28,48 @@ def hash_key(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
-def create_key(session: Session, name: str, role: Role) -> tuple[ApiKey, str]:
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A key's scheduling settings (genqueue.sched.plan): its share of the create budget against other
+    keys with queued work, and its limits (None: none)."""
+
+    weight: int = 1
+    max_running: int | None = None
+    max_queued: int | None = None
+
+
+def create_key(session: Session, name: str, role: Role, limits: Limits | None = None) -> tuple[ApiKey, str]:
+    limits = limits or Limits()
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(name=name, role=role.value, key_hash=hash_key(plaintext), prefix=plaintext[:10])
+    key = ApiKey(name=name, role=role.value, key_hash=hash_key(plaintext), prefix=plaintext[:10],
+                 weight=limits.weight, max_running=limits.max_running, max_queued=limits.max_queued)
     session.add(key)
     session.flush()
     return key, plaintext
+
+
+def find_key(session: Session, key_id_or_prefix: str) -> ApiKey | None:
+    return session.scalar(
+        select(ApiKey).where((ApiKey.id == key_id_or_prefix) | (ApiKey.prefix == key_id_or_prefix))
+    )
+
+
+UNSET = -1  # `update_limits`: clear a limit (back to none)
+
+
+def update_limits(session: Session, key_id_or_prefix: str, *, weight: int | None = None,
+                  max_running: int | None = None, max_queued: int | None = None) -> ApiKey | None:
+    """Change what is given (a limit given as UNSET is cleared); the active key, or None."""
+    key = find_key(session, key_id_or_prefix)
+    if key is None or key.revoked_at is not None:
+        return None
+    if weight is not None:
+        key.weight = weight
+    if max_running is not None:
+        key.max_running = None if max_running == UNSET else max_running
+    if max_queued is not None:
+        key.max_queued = None if max_queued == UNSET else max_queued
+    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +77,12 @@ class ActiveKey:
     id: str
     name: str
     role: str
+    max_queued: int | None = None
 
 
 _KEYS = cast(Table, ApiKey.__table__)
-# A Core SELECT of the four columns the API needs (run on every request): no ORM object is built.
-_ACTIVE_BY_HASH = select(_KEYS.c.id, _KEYS.c.name, _KEYS.c.role, _KEYS.c.key_hash).where(
+# A Core SELECT of the five columns the API needs (run on every request): no ORM object is built.
+_ACTIVE_BY_HASH = select(_KEYS.c.id, _KEYS.c.name, _KEYS.c.role, _KEYS.c.key_hash, _KEYS.c.max_queued).where(
     _KEYS.c.key_hash == bindparam("digest"), _KEYS.c.revoked_at.is_(None))
 
 
@@ -55,13 +92,11 @@ def find_active_key(session: Session, plaintext: str) -> ActiveKey | None:
     row = session.connection().execute(_ACTIVE_BY_HASH, {"digest": digest}).first()
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         return None
-    return ActiveKey(id=row.id, name=row.name, role=row.role)
+    return ActiveKey(id=row.id, name=row.name, role=row.role, max_queued=row.max_queued)
 
 
 def revoke_key(session: Session, key_id_or_prefix: str) -> bool:
-    key = session.scalar(
-        select(ApiKey).where((ApiKey.id == key_id_or_prefix) | (ApiKey.prefix == key_id_or_prefix))
-    )
+    key = find_key(session, key_id_or_prefix)
     if key is None or key.revoked_at is not None:
         return False
     key.revoked_at = utcnow()

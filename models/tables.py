@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from genqueue.models.base import Base, UTCDateTime, utcnow
@@ -28,6 +39,11 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))  # shown in listings to tell keys apart
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # 0005: scheduling. The key's share of the create budget against other keys with queued work, the
+    # most predictions it may have running at once, and the most jobs it may have queued (None: no limit).
+    weight: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    max_running: Mapped[int | None] = mapped_column(Integer)
+    max_queued: Mapped[int | None] = mapped_column(Integer)
 
 
 class Job(Base):
@@ -47,6 +63,7 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))
     deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    priority: Mapped[int] = mapped_column(SmallInteger, default=5, server_default="5")  # 0005: 0-9, higher first
     # Set by a cancel request on a job that is already on Replicate; the cancel task acts on it.
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
@@ -100,6 +117,7 @@ class Job(Base):
         # 0003: the database refuses a status (or target) the code does not know.
         CheckConstraint(_one_of("status", [s.value for s in JobStatus]), name="ck_jobs_status"),
         CheckConstraint(_one_of("target", ["version", "model", "deployment"]), name="ck_jobs_target"),
+        CheckConstraint("priority BETWEEN 0 AND 9", name="ck_jobs_priority"),
         UniqueConstraint("api_key_id", "idempotency_key"),
         Index("ix_jobs_created", "created_at", "id"),
         Index("ix_jobs_status_created", "status", "created_at", "id"),
@@ -108,6 +126,7 @@ class Job(Base):
         Index("ix_jobs_prediction", "prediction_id"),
         Index("ix_jobs_key_created", "api_key_id", "created_at", "id"),
         Index("ix_jobs_submitted", "submitted_at"),  # 0002: creates-per-minute series in /v1/stats
+        Index("ix_jobs_key_status", "api_key_id", "status"),  # 0005: per-key queued/active counts
     )
 
 

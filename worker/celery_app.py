@@ -90,6 +90,7 @@ def make_worker_app(settings: Settings, *, pool: str = "prefork", concurrency: i
     in the main process for the threads and solo pools."""
     from genqueue.bootstrap import Root
     from genqueue.worker import tasks
+    from genqueue.worker.dispatcher import Dispatcher
     from genqueue.worker.heartbeat import Heartbeat, new_worker_id
 
     app = WorkerApp("genqueue", broker=settings.redis_url)
@@ -109,7 +110,19 @@ def make_worker_app(settings: Settings, *, pool: str = "prefork", concurrency: i
         app.worker_context = Root(settings, db_pool_size=db_pool, celery=app).worker_context(
             threads=threads, worker_id=worker_id)
 
-    worker_ready.connect(lambda **_: heartbeat.start(), weak=False)
-    worker_shutdown.connect(lambda **_: heartbeat.stop(), weak=False)
+    # Every worker runs a dispatcher thread; one at a time holds the lease and hands out create
+    # tokens (worker.dispatcher), another takes over within seconds when that worker dies.
+    dispatcher = Dispatcher(settings, app, worker_id)
+
+    def ready(**_: Any) -> None:
+        heartbeat.start()
+        dispatcher.start()
+
+    def shutdown(**_: Any) -> None:
+        dispatcher.stop()
+        heartbeat.stop()
+
+    worker_ready.connect(ready, weak=False)
+    worker_shutdown.connect(shutdown, weak=False)
     worker_process_init.connect(build, weak=False) if pool == "prefork" else worker_init.connect(build, weak=False)
     return app

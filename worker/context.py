@@ -17,6 +17,7 @@ from cryptography.fernet import MultiFernet
 from sqlalchemy.orm import Session, sessionmaker
 
 from genqueue.core.settings import Settings
+from genqueue.sched.ready import ReadyQueues
 from genqueue.worker import metrics
 from genqueue.worker.budget import kind_of, parse_seen
 from genqueue.worker.clock import DatabaseClock
@@ -60,6 +61,8 @@ class WorkerParts(Protocol):
     def cipher(self) -> MultiFernet: ...
     @property
     def enqueuer(self) -> StepSender: ...
+    @property
+    def ready(self) -> ReadyQueues: ...
 
 
 @dataclass
@@ -78,6 +81,7 @@ class WorkerContext:
     cipher: MultiFernet
     redis: redis.Redis
     clock: DatabaseClock  # now, by the database's clock (worker.clock): what every step stamps
+    ready: ReadyQueues  # queued jobs' lanes (sched.ready): the submit step puts back and releases
     worker_id: str | None = None  # this worker's heartbeat id (worker.heartbeat), recorded with its claims
 
 
@@ -121,5 +125,6 @@ def build_context(parts: WorkerParts, *, threads: bool = False, worker_id: str |
         cipher=parts.cipher,
         redis=parts.redis,
         clock=DatabaseClock(parts.sessions),
+        ready=parts.ready,
         worker_id=worker_id,
     )

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 REPLICATE_KEY = "gq:metrics:replicate_requests"
 LIMITER_KEY = "gq:metrics:ratelimit_waits"
+STEPS_KEY = "gq:metrics:step_runs"  # task executions by step: submit runs per job is the pacing's figure
 
 
 class Recorder:
@@ -61,6 +62,9 @@ class Recorder:
 
     def replicate_response(self, endpoint: str, status: int) -> None:
         self._add(REPLICATE_KEY, f"{endpoint}|{status}", 1)
+
+    def step_run(self, name: str) -> None:
+        self._add(STEPS_KEY, name, 1)
 
     def limiter_wait(self, kind: str, seconds: float) -> None:
         self._add(LIMITER_KEY, f"{kind}|count", 1)

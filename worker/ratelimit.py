@@ -24,25 +24,37 @@ local function pace(acct, ceiling, headroom)
 end
 """
 
-# KEYS[1] bucket hash, KEYS[2] the account's learned rate (hash), KEYS[3..] "pause" keys (a 429 pause,
-# an open circuit breaker). ARGV: starting account rate/s, ceiling/s, headroom, cost. Returns seconds
-# to wait (0 = granted), as a string. One round trip per grant: the pause checks, the learned rate
-# and Redis's own clock are read inside the script.
+# KEYS[1] bucket hash, KEYS[2] the account's learned rate (hash), KEYS[3] the probe key, KEYS[4..]
+# "pause" keys (a 429 pause, an open circuit breaker). ARGV: starting account rate/s, ceiling/s,
+# headroom, cost, probe ms. Returns seconds to wait (0 = granted), as a string. One round trip per
+# grant: the pause checks, the learned rate and Redis's own clock are read inside the script.
 _ACQUIRE = _PACE + """
 local wait = 0
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   local ms = redis.call('PTTL', KEYS[i])
   if ms > 0 and ms / 1000 > wait then wait = ms / 1000 end
 end
 if wait > 0 then return tostring(wait) end
-local acct = tonumber(redis.call('HGET', KEYS[2], 'rate')) or tonumber(ARGV[1])
+local acct = tonumber(redis.call('HGET', KEYS[2], 'rate'))
+local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+if acct == nil then
+  -- Nothing learned yet (a new fleet, or Redis lost it): one request at a time until its answer
+  -- teaches the fleet (`observe` writes the account), or the probe's time runs out. The account may
+  -- allow far less than the documented rate (6 creates/min, burst 1): a burst sent before the first
+  -- answer would be a burst of 429s.
+  local ms = redis.call('PTTL', KEYS[3])
+  if ms > 0 then return tostring(ms / 1000) end
+  redis.call('SET', KEYS[3], '1', 'PX', tonumber(ARGV[5]))
+  redis.call('HSET', KEYS[1], 'tokens', 0, 'ts', now)
+  redis.call('EXPIRE', KEYS[1], 120)
+  return '0'
+end
 local rate, burst = pace(acct, tonumber(ARGV[2]), tonumber(ARGV[3]))
 local cost = tonumber(ARGV[4])
-local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(b[1]); local ts = tonumber(b[2])
--- A bucket with no recent use starts with one request, not a burst: the account may allow far less
--- than we assume (6 creates/min), and the first answer tells the fleet before it spends more.
+-- A bucket with no recent use starts with one request, not a burst: the first answer tells the fleet
+-- where the account stands before it spends more.
 if tokens == nil then tokens = math.min(1, burst); ts = now end
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
 if tokens >= cost then tokens = tokens - cost else wait = (cost - tokens) / rate end
@@ -77,6 +89,9 @@ return 1
 
 
 HEADROOM = 0.95
+# Before anything is learned, one request at a time: the next waits for its answer, at most this long.
+# Longer than a create's answer usually takes (Prefer: wait holds it up to 5 s on a threads pool).
+PROBE_SECONDS = 10.0
 
 
 class RateLimiter:
@@ -100,9 +115,10 @@ class RateLimiter:
         """Take `cost` tokens of `kind` ("create" or "read"); returns 0.0, or seconds to wait first.
         A pause of `kind` (after a 429) or any key in `also_blocked_by` that is set blocks the grant.
         Redis's clock is used, so hosts with skewed clocks share one bucket correctly."""
-        keys = [f"{self._prefix}:{kind}", f"{self._prefix}:{kind}:account", f"{self._prefix}:{kind}:paused",
-                *also_blocked_by]
-        return float(self._acquire(keys=keys, args=[self._start[kind], self._ceiling[kind], HEADROOM, cost]))
+        keys = [f"{self._prefix}:{kind}", f"{self._prefix}:{kind}:account", f"{self._prefix}:{kind}:probe",
+                f"{self._prefix}:{kind}:paused", *also_blocked_by]
+        args = [self._start[kind], self._ceiling[kind], HEADROOM, cost, int(PROBE_SECONDS * 1000)]
+        return float(self._acquire(keys=keys, args=args))
 
     def pause(self, kind: str, seconds: float) -> None:
         """Stop granting `kind` for a while (a 429 from Replicate says our budget is off)."""
@@ -110,10 +126,13 @@ class RateLimiter:
 
     def account(self, kind: str) -> Account:
         """What the fleet believes about the account's `kind` budget (the starting rate if nothing yet)."""
+        return self._account(kind)[0]
+
+    def _account(self, kind: str) -> tuple[Account, bool]:
         rate, capacity = self._redis.hmget(f"{self._prefix}:{kind}:account", "rate", "capacity")
         if rate is None:
-            return Account(self._start[kind])
-        return Account(float(rate), int(float(capacity or 0)))
+            return Account(self._start[kind]), False
+        return Account(float(rate), int(float(capacity or 0))), True
 
     def rate_per_min(self, kind: str) -> float:
         """Requests per minute the fleet grants now for `kind` (the headroom applied)."""
@@ -124,11 +143,11 @@ class RateLimiter:
 
         One read of the account's state, then (only when something changes) one atomic update: a
         normal account's answers change nothing and cost a single HMGET."""
-        current = self.account(kind)
+        current, known = self._account(kind)
         out = learn(current, seen, self._ceiling[kind])
         burst = pace(current.rate, HEADROOM)[1]
-        if out.account == current and (out.tokens_at_most is None or out.tokens_at_most >= burst):
-            return
+        if known and out.account == current and (out.tokens_at_most is None or out.tokens_at_most >= burst):
+            return  # an answer, even one without headers, ends the probe: write the account then
         keys = [f"{self._prefix}:{kind}", f"{self._prefix}:{kind}:account"]
         at_most = -1.0 if out.tokens_at_most is None else out.tokens_at_most
         self._observe(keys=keys, args=[self._start[kind], self._ceiling[kind], HEADROOM, out.account.rate,

@@ -56,6 +56,7 @@ def _store_inline(ctx: WorkerContext, job_id: str) -> None:
 
 def _run(ctx: WorkerContext, name: str, job_id: str, step: Callable[[WorkerContext, str], Next],
          retry_as: Step) -> None:
+    ctx.recorder.step_run(name.removeprefix("genqueue."))
     try:
         nxt = step(ctx, job_id)
     except _DB_AWAY as exc:
@@ -70,8 +71,9 @@ def _run(ctx: WorkerContext, name: str, job_id: str, step: Callable[[WorkerConte
 
 def register(app: WorkerApp) -> None:
     @app.task(name=enqueue.SUBMIT)
-    def submit_task(job_id: str) -> None:
-        _run(app.context, enqueue.SUBMIT, job_id, submit, Step.SUBMIT)
+    def submit_task(job_id: str, dispatched: bool = False) -> None:
+        # `dispatched`: sent by the dispatcher with a create token taken (worker.dispatcher).
+        _run(app.context, enqueue.SUBMIT, job_id, lambda ctx, jid: submit(ctx, jid, dispatched), Step.SUBMIT)
 
     @app.task(name=enqueue.POLL)
     def poll_task(job_id: str) -> None:

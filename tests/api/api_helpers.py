@@ -36,6 +36,14 @@ class Api:
     keys: dict[str, str] = field(default_factory=dict)  # name -> plaintext
     key_ids: dict[str, str] = field(default_factory=dict)  # name -> id
 
+    @property
+    def queued(self) -> list[str]:
+        """Job ids waiting in the scheduler's lanes (real Redis), oldest first: what intake enqueued."""
+        from genqueue.sched.ready import ReadyQueues
+
+        lanes = ReadyQueues(self.app.state.redis).lanes(100_000)
+        return [job_id for _, job_id in sorted((at, job_id) for lane in lanes for job_id, at in lane.heads)]
+
     def auth(self, name: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[name]}"}
 

@@ -23,7 +23,7 @@ def test_create_masks_secret_and_seals_it(api: Api) -> None:
     assert job["created_at"].endswith("Z") and job["deadline_at"].endswith("Z")
     assert "Idempotent-Replayed" not in resp.headers
     assert no_secret(resp.text)
-    assert api.enqueuer.submitted == [job["id"]]
+    assert api.queued == [job["id"]]
 
     with api.sessions() as s:
         row = s.execute(select(Job.__table__).where(Job.id == job["id"])).one()
@@ -32,7 +32,10 @@ def test_create_masks_secret_and_seals_it(api: Api) -> None:
 
     got = api.client.get(f"/v1/jobs/{job['id']}", headers=api.auth("alice"))
     assert got.status_code == 200
-    assert got.json() == job
+    read = got.json()
+    # A read adds the scheduler's estimates: first in line, to start about now.
+    assert read.pop("queue_position") == 0 and read.pop("estimated_start_at").endswith("Z")
+    assert read == {k: v for k, v in job.items() if k not in ("queue_position", "estimated_start_at")}
     assert no_secret(got.text)
 
 
@@ -46,7 +49,11 @@ BAD_INPUTS: list[tuple[dict[str, Any], str]] = [
     ({"version": VERSION, "input": {"prompt": "a cat"}}, "input.api_key"),
     ({"model": JIGSAW, "deployment": "acme/flux", "input": {"prompt": "p", "api_key": SECRET}}, "version"),
     ({"version": "jigsawstack/image-generation:latest", "input": {"api_key": SECRET}}, "version"),
-    ({**body(), "priority": 5}, "priority"),
+    ({**body(), "priority": 10}, "priority"),
+    ({**body(), "priority": -1}, "priority"),
+    ({**body(), "priority": "high"}, "priority"),
+    ({**body(), "priority": 5.5}, "priority"),
+    ({**body(), "priorty": 5}, "priorty"),  # an unknown field is refused, not ignored
     ({"version": VERSION}, "input"),
     ({**body(), "deadline_seconds": 1}, "deadline_seconds"),
     ({"model": "Not A Model", "input": {"api_key": SECRET}}, "model"),
@@ -63,7 +70,7 @@ def test_every_validation_error_names_the_field(api: Api) -> None:
         assert all(f["reason"] for f in err["fields"])
         assert no_secret(resp.text), resp.text
     assert api.count_jobs() == 0
-    assert api.enqueuer.submitted == []
+    assert api.queued == []
 
 
 def test_malformed_json_is_a_clear_400(api: Api) -> None:
@@ -82,7 +89,7 @@ def test_idempotency_key_replays_and_conflicts(api: Api) -> None:
     assert first.status_code == again.status_code == 202
     assert again.json()["id"] == first.json()["id"]
     assert again.headers["Idempotent-Replayed"] == "true"
-    assert api.enqueuer.submitted == [first.json()["id"]]
+    assert api.queued == [first.json()["id"]]
 
     other = api.client.post("/v1/jobs", json=body("another prompt"), headers=headers)
     assert other.status_code == 409
@@ -105,7 +112,7 @@ def test_batch_is_all_or_nothing(api: Api) -> None:
     assert resp.status_code == 202, resp.text
     jobs = resp.json()["jobs"]
     assert [j["input"]["prompt"] for j in jobs] == ["prompt 0", "prompt 1", "prompt 2"]
-    assert api.enqueuer.submitted == [j["id"] for j in jobs]
+    assert api.queued == [j["id"] for j in jobs]
     assert no_secret(resp.text)
 
     bad = [body("ok"), body("ok"), body("ok"), {"version": VERSION, "input": {"api_key": SECRET}}]
@@ -125,7 +132,7 @@ def test_batch_is_all_or_nothing(api: Api) -> None:
     empty = api.client.post("/v1/jobs/batch", json={"jobs": []}, headers=api.auth("alice"))
     assert empty.status_code == 422
     assert api.count_jobs() == 3
-    assert len(api.enqueuer.submitted) == 3
+    assert len(api.queued) == 3
 
 
 def test_batch_idempotency(api: Api) -> None:

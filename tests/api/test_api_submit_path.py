@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from genqueue.api.ratelimit import RateLimiter
 from genqueue.core.crypto import decrypt_secrets
 from genqueue.intake.service import _COLUMNS, Intake, insert_rows
+from genqueue.models.jobs import QUEUED_AUDIT
 from genqueue.models.keys import find_active_key, revoke_key
 from genqueue.models.tables import Job
 
@@ -42,12 +43,18 @@ def test_batch_answer_equals_what_is_read_back(api: Api) -> None:
     assert resp.status_code == 202, resp.text
     answered = resp.json()["jobs"]
     ids = [j["id"] for j in answered]
-    assert api.enqueuer.submitted == ids and len(set(ids)) == len(jobs)
-    for job in answered:
+    assert api.queued == ids and len(set(ids)) == len(jobs)
+    estimates = ("queue_position", "estimated_start_at")  # a read adds the scheduler's estimates
+
+    def stored(job: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in job.items() if k not in estimates}
+
+    for position, job in enumerate(answered):
         got = api.client.get(f"/v1/jobs/{job['id']}", headers=api.auth("alice"))
-        assert got.status_code == 200 and got.json() == job
+        assert got.status_code == 200 and stored(got.json()) == stored(job)
+        assert got.json()["queue_position"] == position  # the batch's order is the dispatch order
     listed = api.client.get("/v1/jobs?limit=200", headers=api.auth("alice")).json()["jobs"]
-    assert sorted(listed, key=lambda j: j["id"]) == sorted(answered, key=lambda j: j["id"])
+    assert sorted(map(stored, listed), key=lambda j: j["id"]) == sorted(map(stored, answered), key=lambda j: j["id"])
 
 
 def test_batch_rows_have_every_column_intake_owns(api: Api) -> None:
@@ -68,7 +75,8 @@ def test_batch_rows_have_every_column_intake_owns(api: Api) -> None:
         assert row.api_key_id == api.key_ids["bob"]
         assert row.idempotency_key == f"batch-cols#{i}" and row.request_hash and len(row.request_hash) == 64
         assert (row.polls, row.attempts, row.deliveries) == (0, 0, 0)
-        assert row.created_at == row.updated_at == row.next_check_at
+        assert row.created_at == row.updated_at and row.priority == 5
+        assert row.next_check_at == row.created_at + QUEUED_AUDIT  # the lane audit's time (sweep)
         assert (row.deadline_at - row.created_at).total_seconds() == 3600
         assert row.created_at.tzinfo is not None
         assert row.prediction_id is None and row.finished_at is None and row.cancel_requested_at is None

@@ -50,7 +50,7 @@ from sqlalchemy.orm import selectinload
 from genqueue.bootstrap import Root
 from genqueue.cli.stack import Child, Stack, free_port, genqueue_argv, wait_http
 from genqueue.intake import JobRequest
-from genqueue.models.keys import Role, create_key
+from genqueue.models.keys import Limits, Role, create_key
 from genqueue.models.status import TERMINAL_NAMES as TERMINAL
 from genqueue.models.tables import Job
 from genqueue.simulator.store import fingerprint
@@ -253,7 +253,8 @@ def _env(cfg: ChaosConfig, workdir: Path, db_url: str, redis_url: str, sim_url: 
 def _request(run_tag: str, i: int) -> JobRequest:
     inp = {"prompt": f"chaos {run_tag} job {i}: ocean waves at dawn", "aspect_ratio": "16:9",
            "output_format": "png", "steps": 4, "api_key": FAKE_API_KEY}
-    return JobRequest(version=VERSION, input=inp)
+    # Every priority is mixed in (the dispatcher's order must not cost correctness).
+    return JobRequest(version=VERSION, input=inp, priority=i % 10)
 
 
 class HttpSubmitter:
@@ -698,6 +699,10 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
                                      progress=plog, pg=pg)
                 injector.supervised = [*workers, *(c for n, c in stack.children.items() if n.startswith("beat"))]
                 requests = [_request(run_tag, i) for i in range(cfg.jobs)]
+                # Parts go to three keys in turn: fair shares, a weight and a running limit in play.
+                with sessions.begin() as s:
+                    part_keys = [create_key(s, f"chaos-{n}", Role.SUBMIT, Limits(**limits))[0].id
+                                 for n, limits in enumerate(({}, {"weight": 3}, {"max_running": 40}))]
                 full_inputs: dict[str, dict[str, Any]] = {}
                 ids: list[str] = []
                 waves = max(1, min(cfg.waves, cfg.jobs))
@@ -720,7 +725,8 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
                                     part_ids = http.submit(part, f"{run_tag}-{wave}-{start}",
                                                            lambda: injector.tick(0.0, time.monotonic() - t0))
                                 else:  # one transaction per part: all of it is accepted, or none
-                                    part_ids = [j.id for j in intake.submit(part, batch=True)[0]]
+                                    key_id = part_keys[(wave + start // 500) % len(part_keys)]
+                                    part_ids = [j.id for j in intake.submit(part, batch=True, api_key_id=key_id)[0]]
                                 for job_id, req in zip(part_ids, part, strict=True):
                                     ids.append(job_id)
                                     full_inputs[job_id] = dict(req.input)

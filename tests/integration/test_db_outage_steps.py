@@ -56,7 +56,7 @@ def test_create_answer_is_recorded_through_an_outage(tmp_path: Path, pg_via_prox
     job_id = new_job(ctx, prompt="outage", api_key="sk_fake_not_real")
     timers = _outage(proxy, start=0.5, length=2.5)  # down while the create waits, back ~1.5 s after it answers
 
-    nxt = submit(ctx, job_id)
+    nxt = submit(ctx, job_id, dispatched=True)
     for t in timers:
         t.join()
 
@@ -72,7 +72,7 @@ def test_copy_that_hits_an_outage_is_retried_as_a_store_step(tmp_path: Path, pg_
     db_url, proxy = pg_via_proxy
     ctx = _ctx(tmp_path, db_url, redis_url, sim)
     job_id = new_job(ctx, prompt="outage", api_key="sk_fake_not_real")
-    nxt = submit(ctx, job_id)
+    nxt = submit(ctx, job_id, dispatched=True)
     assert nxt == Next(Step.STORE, inline=True)
     proxy.down()  # the copy's success cannot be recorded
     try:
@@ -98,7 +98,7 @@ def test_an_unanswered_create_is_recorded_through_an_outage(tmp_path: Path, pg_v
         ctx = worker_context(tmp_path, db_url, redis_url, REPLICATE_BASE_URL=f"{slow_5xx.base_url}/v1")
         job_id = new_job(ctx, prompt="outage 5xx", api_key="sk_fake_not_real")
         timers = _outage(proxy, start=0.5, length=2.5)  # down while the create waits, back ~1.5 s after it
-        nxt = submit(ctx, job_id)
+        nxt = submit(ctx, job_id, dispatched=True)
         for t in timers:
             t.join()
     finally:

@@ -10,15 +10,17 @@ import redis
 from genqueue.worker.budget import Account, Seen
 from genqueue.worker.durations import SHARE_SECONDS, Durations
 from genqueue.worker.metrics import LIMITER_KEY, REPLICATE_KEY, Recorder, read_counters
-from genqueue.worker.ratelimit import HEADROOM, CircuitBreaker, RateLimiter
+from genqueue.worker.ratelimit import HEADROOM, PROBE_SECONDS, CircuitBreaker, RateLimiter
 
 
 def test_bucket_is_shared_between_limiters(redis_url: str) -> None:
     a = RateLimiter(redis.Redis.from_url(redis_url), create_per_min=600, read_per_min=3000)
     b = RateLimiter(redis.Redis.from_url(redis_url), create_per_min=600, read_per_min=3000)
-    assert a.acquire("create") == 0  # a cold bucket holds one request: the first answer comes first
-    assert 0 < b.acquire("create") <= 1 / (600 * HEADROOM / 60) + 0.01
-    time.sleep(2.1)  # then it fills to its burst
+    assert a.acquire("create") == 0  # nothing learned: one request, and the next waits for its answer
+    assert PROBE_SECONDS - 1 < b.acquire("create") <= PROBE_SECONDS
+    b.observe("create", Seen(201, remaining=599, reset=1))  # the answer: a normal account
+    assert 0 < a.acquire("create") <= 1 / (600 * HEADROOM / 60) + 0.01  # paced from the probe on
+    time.sleep(2.1)  # then the bucket fills to its burst
     burst = int(600 * HEADROOM / 30)  # 2 s of budget
     granted = sum(1 for i in range(burst) if (a if i % 2 else b).acquire("create") == 0)
     assert granted == burst

@@ -81,18 +81,23 @@ def test_submit_message_for_a_job_past_submitting_is_dropped(status: JobStatus) 
     assert create.before_create(job(status), at(10)) is None
 
 
-def test_submit_message_before_the_jobs_check_time_is_a_duplicate() -> None:
-    j = job(next_check_at=at(10))
+def test_submit_message_before_a_submitting_jobs_check_time_is_a_duplicate() -> None:
+    j = job(JobStatus.SUBMITTING, next_check_at=at(10), submit_started_at=at(0))
     assert create.before_create(j, at(10) - EARLY - timedelta(seconds=0.01)) is None
-    assert create.before_create(j, at(10) - EARLY) is create.Action.CREATE
+    assert create.before_create(j, at(10) - EARLY) is create.Action.RECONCILE
 
 
-def test_queued_job_is_created() -> None:
-    assert create.before_create(job(), at(1)) is create.Action.CREATE
+def test_a_queued_job_is_created_only_by_a_dispatched_message() -> None:
+    # The queued job's check time is the lane audit's, not a chain's: a dispatched message creates
+    # whenever it comes; any other message puts the job back in its lane (idempotent).
+    j = job(next_check_at=at(60))
+    assert create.before_create(j, at(1), dispatched=True) is create.Action.CREATE
+    assert create.before_create(j, at(1)) is create.Action.ENQUEUE
+    assert create.before_create(job(), at(1)) is create.Action.ENQUEUE
 
 
 def test_queued_job_past_its_deadline_fails_without_a_create() -> None:
-    d = create.before_create(job(deadline_at=at(5)), at(5))
+    d = create.before_create(job(deadline_at=at(5)), at(5), dispatched=True)
     assert isinstance(d, Decision)
     assert d.to is JobStatus.FAILED and d.values["error_code"] == ErrorCode.DEADLINE_EXCEEDED
     assert d.values["finished_at"] == at(5) and d.values["end_to_end_time"] == 5.0

@@ -36,23 +36,26 @@ RECONCILE_MARGIN = timedelta(seconds=120)
 
 
 class Action(StrEnum):
+    ENQUEUE = "enqueue"  # a queued job reached by a message the dispatcher did not send: back to its lane
     RECONCILE = "reconcile"  # look for a prediction an unanswered create may have made, then create
     CREATE = "create"  # claim the job and send the create
 
 
-def before_create(job: JobSnapshot, now: datetime) -> Decision | Action | None:
+def before_create(job: JobSnapshot, now: datetime, *, dispatched: bool = False) -> Decision | Action | None:
     """What a submit message should do with this job: None (drop it), a Decision to write and stop
-    (fail, or wait for a create in flight), or an Action."""
+    (fail, or wait for a create in flight), or an Action. `dispatched`: the message was sent by the
+    dispatcher, which took a create token for it; any other message for a queued job (a retry, an
+    old message) puts the job back in its lane instead, which is idempotent, so duplicates are harmless."""
     if job.status not in (JobStatus.QUEUED, JobStatus.SUBMITTING):
         return None  # already past this step (a duplicate message, or the sweeper raced us)
-    if job.next_check_at is not None and now < job.next_check_at - EARLY:
+    if job.status is JobStatus.SUBMITTING and job.next_check_at is not None and now < job.next_check_at - EARLY:
         return None  # another chain owns the job until next_check_at
     if job.deliveries >= MAX_DELIVERIES:
         return fail(job, ErrorCode.POISON, f"gave up after {job.deliveries} attempts to submit", now)
     if job.status is JobStatus.QUEUED:
         if job.deadline_at is not None and now >= job.deadline_at:
             return fail(job, ErrorCode.DEADLINE_EXCEEDED, "deadline reached while queued", now)
-        return Action.CREATE
+        return Action.CREATE if dispatched else Action.ENQUEUE
     if job.create_in_flight_until is not None and now < job.create_in_flight_until:
         return wait(job, Step.SUBMIT, (job.create_in_flight_until - now).total_seconds(), now)
     return Action.RECONCILE

@@ -39,6 +39,8 @@ class JobSnapshot:
     polls: int
     attempts: int
     deliveries: int
+    api_key_id: str | None = None
+    priority: int = 5
 
     @classmethod
     def from_row(cls, row: Any) -> JobSnapshot:

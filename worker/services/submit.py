@@ -6,12 +6,14 @@ import logging
 import time
 from typing import Any
 
+import redis
 from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from genqueue.core.crypto import SecretsError, decrypt_secrets
 from genqueue.models.jobs import JOBS
 from genqueue.models.status import JobStatus
+from genqueue.sched.ready import entry
 from genqueue.worker.context import WorkerContext
 from genqueue.worker.lifecycle import create as rules
 from genqueue.worker.lifecycle.decision import NOTHING, Decision, Next, Step, retry_delay, wait
@@ -25,33 +27,54 @@ log = logging.getLogger(__name__)
 RECORD_RETRY_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
-def submit(ctx: WorkerContext, job_id: str) -> Next:
+def submit(ctx: WorkerContext, job_id: str, dispatched: bool = False) -> Next:
+    """`dispatched`: sent by the dispatcher (`worker.dispatcher`) with a create token already taken;
+    it leaves the in-flight set as soon as the claim is committed (or the job needs no create)."""
     with ctx.sessions() as session:
         job = load(session, job_id)
     if job is None:
         return NOTHING
     now = ctx.clock.now()
-    plan = rules.before_create(job, now)
+    plan = rules.before_create(job, now, dispatched=dispatched)
+    if plan is rules.Action.ENQUEUE:
+        # Only the dispatcher sends creates for queued jobs: back to the job's lane (a no-op if it is
+        # there or in flight), where it keeps its place (its creation time is the lane order).
+        ctx.ready.requeue([entry(job.id, job.priority, job.api_key_id, job.created_at.timestamp())])
+        return NOTHING
     if plan is None or isinstance(plan, Decision):
+        _release(ctx, job, dispatched)
         return commit(ctx, job, plan)
     try:
         payload = {**job.input_public, **decrypt_secrets(ctx.cipher, job.input_sealed)}
     except SecretsError as exc:
+        _release(ctx, job, dispatched)
         return commit(ctx, job, rules.secrets_unavailable(job, str(exc), now))
     if plan is rules.Action.RECONCILE:
         adopted = _reconcile(ctx, job, payload)
         if adopted is not None:
             return adopted
-    budget = ctx.limiter.acquire("create", also_blocked_by=(ctx.breaker.open_key,))
-    if budget > 0:
-        ctx.recorder.limiter_wait("create", budget)
-        return commit(ctx, job, wait(job, Step.SUBMIT, budget, now))
+        budget = ctx.limiter.acquire("create", also_blocked_by=(ctx.breaker.open_key,))
+        if budget > 0:
+            ctx.recorder.limiter_wait("create", budget)
+            return commit(ctx, job, wait(job, Step.SUBMIT, budget, now))
     now = ctx.clock.now()
     with ctx.sessions.begin() as session:
-        if not write(session, job.id, rules.claim(job, now, ctx.policy, ctx.worker_id)):
-            return NOTHING
+        won = write(session, job.id, rules.claim(job, now, ctx.policy, ctx.worker_id))
+    _release(ctx, job, dispatched)
+    if not won:
+        return NOTHING
     # The claim is committed: from here on a crash leaves `submitting`, which means "look it up first".
     return _create(ctx, rules.claimed(job, now, ctx.policy), payload)
+
+
+def _release(ctx: WorkerContext, job: JobSnapshot, dispatched: bool) -> None:
+    if not dispatched:
+        return
+    try:
+        ctx.ready.release(job.api_key_id, job.id)
+    except redis.RedisError:
+        # The dispatcher finds the entry stale later and checks the job in SQL: nothing is lost.
+        log.warning("job=%s not released from in-flight (Redis away)", job.id)
 
 
 def _reconcile(ctx: WorkerContext, job: JobSnapshot, payload: dict[str, Any]) -> Next | None:

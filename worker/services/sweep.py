@@ -24,8 +24,9 @@ import redis
 from sqlalchemy import ColumnElement, and_, or_, select, update
 
 from genqueue.models.heartbeats import close_create_window, forget_silent, open_claims, read_beats
-from genqueue.models.jobs import JOBS, STUCK_AFTER
+from genqueue.models.jobs import JOBS, QUEUED_AUDIT, STUCK_AFTER
 from genqueue.models.status import JobStatus
+from genqueue.sched.ready import entry
 from genqueue.worker.context import WorkerContext
 from genqueue.worker.enqueue import FOLLOW_QUEUE, QUEUE, STORE_QUEUE, TASK_FOR_STEP
 from genqueue.worker.lifecycle.decision import Step
@@ -103,10 +104,12 @@ def sweep(ctx: WorkerContext, *, batch: int = 2000) -> SweepReport:
     now = database_now(ctx)
     report = SweepReport()
     _release_dead_claims(ctx, now, report)
+    _audit_queued(ctx, now, report, batch)
     with ctx.sessions.begin() as session:
         rows = session.execute(
             select(JOBS.c.id, JOBS.c.status, JOBS.c.next_check_at)
-            .where(JOBS.c.status.in_([s.value for s in STEP_FOR_STATUS]), _due(ctx, now))
+            .where(JOBS.c.status.in_([s.value for s in STEP_FOR_STATUS if s is not JobStatus.QUEUED]),
+                   _due(ctx, now))
             .limit(batch)
         ).all()
         rows = _resendable(ctx, list(rows), now)
@@ -127,6 +130,28 @@ def sweep(ctx: WorkerContext, *, batch: int = 2000) -> SweepReport:
     level = logging.WARNING if lost else logging.INFO
     log.log(level, "sweep re-sent %d overdue steps %s (%d lost)", report.total, report.requeued, len(lost))
     return report
+
+
+def _audit_queued(ctx: WorkerContext, now: datetime, report: SweepReport, batch: int) -> None:
+    """Queued jobs wait in their lanes (`sched.ready`) for as long as the backlog takes, so an overdue
+    check on one means only "make sure it is there": each is put back unless it is in its lane or in
+    flight (an idempotent no-op for almost all), and checked again QUEUED_AUDIT later. Jobs whose
+    enqueue failed at intake are due at once; Redis losing every lane is the dispatcher's to repair
+    (its epoch key), at once and in order."""
+    due = or_(JOBS.c.next_check_at < now - FAST_RESEND, JOBS.c.next_check_at.is_(None))
+    with ctx.sessions.begin() as session:
+        rows = session.execute(
+            select(JOBS.c.id, JOBS.c.priority, JOBS.c.api_key_id, JOBS.c.created_at)
+            .where(JOBS.c.status == JobStatus.QUEUED.value, due).limit(batch)
+        ).all()
+        if not rows:
+            return
+        session.execute(update(JOBS).where(JOBS.c.id.in_([r.id for r in rows]), JOBS.c.status == JobStatus.QUEUED.value)
+                        .values(next_check_at=now + QUEUED_AUDIT))
+    added = ctx.ready.requeue([entry(r.id, r.priority, r.api_key_id, r.created_at.timestamp()) for r in rows])
+    if added:
+        report.requeued["enqueue"] = added
+        log.warning("sweep put %d queued jobs back in their lanes (of %d checked)", added, len(rows))
 
 
 def _is_lost(row: Any, now: datetime) -> bool:

@@ -1,0 +1,93 @@
+"""The SQL the scheduler reads: key weights and limits, per-key counts, queued jobs to (re)place.
+
+The dispatcher (`genqueue.worker.dispatcher`) keeps no state that SQL could not rebuild: the lanes in
+Redis are rebuilt from `queued_entries`, and per-key running counts come from here, not from a
+counter that could drift when a process dies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import cast
+
+from sqlalchemy import Table, func, select
+from sqlalchemy.orm import Session
+
+from genqueue.models.jobs import JOBS
+from genqueue.models.status import JobStatus
+from genqueue.models.tables import ApiKey
+
+KEYS = cast(Table, ApiKey.__table__)
+# Statuses that hold (or may hold) a prediction at Replicate: what `max_running` counts. A job stays
+# `running` until we notice its prediction ended, so the count is never below the truth.
+HOLDING = (JobStatus.SUBMITTING.value, JobStatus.RUNNING.value)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLimits:
+    weight: int
+    max_running: int | None
+    max_queued: int | None
+
+
+def key_limits(session: Session) -> dict[str, KeyLimits]:
+    """Every active key's weight and limits (a small table, read every few seconds)."""
+    rows = session.execute(select(KEYS.c.id, KEYS.c.weight, KEYS.c.max_running, KEYS.c.max_queued)
+                           .where(KEYS.c.revoked_at.is_(None)))
+    return {r.id: KeyLimits(r.weight or 1, r.max_running, r.max_queued) for r in rows}
+
+
+def holding_counts(session: Session, key_ids: Sequence[str]) -> dict[str, int]:
+    """Jobs of these keys that hold a prediction (ix_jobs_key_status)."""
+    if not key_ids:
+        return {}
+    rows = session.execute(select(JOBS.c.api_key_id, func.count()).where(
+        JOBS.c.api_key_id.in_(key_ids), JOBS.c.status.in_(HOLDING)).group_by(JOBS.c.api_key_id))
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def queued_count(session: Session, key_id: str) -> int:
+    return int(session.scalar(select(func.count()).where(JOBS.c.api_key_id == key_id,
+                                                          JOBS.c.status == JobStatus.QUEUED.value)) or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    id: str
+    priority: int
+    api_key_id: str | None
+    created_at: datetime
+
+
+def queued_jobs(session: Session, ids: Iterable[str] | None = None, *, chunk: int = 5000) -> Iterator[QueuedJob]:
+    """Queued jobs (all, or those of `ids` still queued), oldest first, read `chunk` rows at a time."""
+    cols = (JOBS.c.id, JOBS.c.priority, JOBS.c.api_key_id, JOBS.c.created_at)
+    if ids is not None:
+        wanted = list(ids)
+        for i in range(0, len(wanted), chunk):
+            rows = session.execute(select(*cols).where(JOBS.c.id.in_(wanted[i:i + chunk]),
+                                                       JOBS.c.status == JobStatus.QUEUED.value))
+            yield from (QueuedJob(*r) for r in rows)
+        return
+    after: tuple[datetime, str] | None = None
+    while True:
+        stmt = select(*cols).where(JOBS.c.status == JobStatus.QUEUED.value)
+        if after is not None:
+            at, last = after
+            stmt = stmt.where((JOBS.c.created_at > at) | ((JOBS.c.created_at == at) & (JOBS.c.id > last)))
+        page = session.execute(stmt.order_by(JOBS.c.created_at, JOBS.c.id).limit(chunk)).all()
+        yield from (QueuedJob(*r) for r in page)
+        if len(page) < chunk:
+            return
+        after = (page[-1].created_at, page[-1].id)
+
+
+def queued_depths(session: Session, api_key_id: str | None = None) -> list[tuple[int, str | None, int]]:
+    """(priority, api key id, queued jobs) for every priority and key with queued work."""
+    stmt = (select(JOBS.c.priority, JOBS.c.api_key_id, func.count()).where(JOBS.c.status == JobStatus.QUEUED.value)
+            .group_by(JOBS.c.priority, JOBS.c.api_key_id))
+    if api_key_id is not None:
+        stmt = stmt.where(JOBS.c.api_key_id == api_key_id)
+    return [(int(p), k, int(n)) for p, k, n in session.execute(stmt)]
