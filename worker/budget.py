@@ -22,6 +22,8 @@ Why the rule is stable:
   reset after a take is the time one request takes to refill, > 1 s), so it is never probed into a 429.
 * **A normal account is never slowed.** At 95 % of 600/min the bucket stays full: each answer
   reports a spare request and reset <= 1 s, so the rate stays at the ceiling.
+* **Nothing is spent blind.** Until the fleet has seen one answer, it sends one request at a time
+  (`worker.ratelimit`), so even the first seconds cannot burst into an account that allows 1.
 * **A 429 forgets what it contradicts.** The fleet pauses for its Retry-After (the caller does that),
   and the capacity seen so far is forgotten (the account may have lost credit), so the next granted
   answer is read without it.
