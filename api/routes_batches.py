@@ -21,7 +21,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from genqueue.api.auth import Principal, require
-from genqueue.api.batch_views import BatchCreated, BatchPage, BatchView, LineErrorView, batch_view, result_line
 from genqueue.api.bodylimit import BodyTooLarge
 from genqueue.api.deps import JobEnqueuer, get_enqueuer, get_intake, get_session, session_factory
 from genqueue.api.errors import ApiError, ErrorResponse
@@ -36,6 +35,7 @@ from genqueue.intake.ndjson import LineSplitter
 from genqueue.models import batches
 from genqueue.models.base import utcnow
 from genqueue.models.keys import Role
+from genqueue.views.batch import BatchCreated, BatchPage, BatchView, LineErrorView, batch_view, result_line
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/batches", tags=["batches"])

@@ -19,11 +19,11 @@ from cryptography.fernet import InvalidToken
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from genqueue.api.views import job_view
 from genqueue.intake import callback_url
 from genqueue.models import callbacks as outbox
 from genqueue.models.keys import open_callback_secret
 from genqueue.models.tables import Job
+from genqueue.views.job import job_view
 from genqueue.worker.callbacks import signing
 from genqueue.worker.callbacks.schedule import Backoff, Outcome, after_attempt
 from genqueue.worker.celery_app import MAX_COUNTDOWN
