@@ -21,7 +21,7 @@ from genqueue.sched.ready import ReadyQueues
 from genqueue.worker import metrics
 from genqueue.worker.clock import DatabaseClock
 from genqueue.worker.durations import Durations
-from genqueue.worker.lifecycle.policy import FollowStrategy, Policy, Polling, Webhooks
+from genqueue.worker.lifecycle.policy import FollowStrategy, Paged, Policy, Webhooks
 from genqueue.worker.ratelimit import CircuitBreaker, RateLimiter
 from genqueue.worker.replicate import ReplicateClient, make_http_client
 from genqueue.worker.transport import CookielessClient, make_transport
@@ -85,8 +85,9 @@ class WorkerContext:
 
 
 def follow_strategy(settings: Settings) -> FollowStrategy:
-    """Webhooks when Replicate can reach our API (GENQUEUE_WEBHOOK_URL), else polling."""
-    return Webhooks(settings.webhook_url) if settings.webhook_url else Polling()
+    """Webhooks when Replicate can reach our API (GENQUEUE_WEBHOOK_URL), else list pages read by the
+    page reader (worker.pages) with polls as its safety net."""
+    return Webhooks(settings.webhook_url) if settings.webhook_url else Paged()
 
 
 def make_policy(settings: Settings, *, threads: bool = False) -> Policy:
