@@ -27,7 +27,7 @@ def t(i: int, created: float, expected: float | None = 60.0, seen_at: float | No
 def test_due_at_expected_finish_then_backs_off_by_lateness() -> None:
     assert due_at(t(0, 100.0)) == 160.0
     assert due_at(t(0, 100.0, seen_at=150.0)) == 160.0  # seen before its finish: still due at it
-    assert due_at(t(0, 100.0, seen_at=160.2)) == 160.7  # just late: again in MIN_GAP
+    assert due_at(t(0, 100.0, seen_at=160.2)) == 160.5  # just late: again in MIN_GAP
     assert due_at(t(0, 100.0, seen_at=170.0)) == 175.0  # 10 s late: again in 5 s
     assert due_at(t(0, 100.0, seen_at=400.0)) == 400.0 + MAX_GAP
 
@@ -68,6 +68,10 @@ def test_plan_pages_for_dense_windows_a_get_for_a_lone_one_densest_first_capped(
     assert "j1000" not in {j for r in reads for j in r.job_ids}
     assert len(plan(tracked, known, 1062.0, max_reads=1)) == 1
     assert plan(tracked, known, 950.0, max_reads=10) == []
+    # A sparse window waits HOLD after its first due prediction to gather more; a dense one does not.
+    assert plan([lone], [900.0], 960.1, max_reads=10) == []
+    assert len(plan([lone], [900.0], 960.25, max_reads=10)) == 1
+    assert len(plan(dense[:30], known, 1060.2, max_reads=10)) == 1  # 21 due, 0.2 s
 
 
 def test_reads_per_tick_is_a_share_of_the_budget() -> None:

@@ -15,6 +15,7 @@ what a read saw (`seen_at`, when a read last saw the prediction still running) d
   oldest running prediction of the model (the one that should finish first) is read every second as a
   sentinel, with its window-mates; the others back off by their age (1 s, 2 s, 4 s ... 30 s). The first
   finish seen gives the model its duration, and the rest are then read at their expected finish.
+- a sparse window (fewer than DENSE due) waits until it has been due HOLD seconds, to gather more;
 - the caller caps the reads of one tick (a share of the read budget), and the densest windows go first.
 """
 
@@ -28,10 +29,14 @@ from enum import StrEnum
 PAGE_SIZE = 100  # Replicate's list page
 FIRST_LOOK = 1.0  # seconds after creation, for a prediction of a model with no observed duration
 SENTINEL_GAP = 1.0  # the oldest prediction of such a model is read this often
-MIN_GAP = 0.5  # a straggler is read again at least this long after it was last seen running
+MIN_GAP = 0.3  # a straggler is read again at least this long after it was last seen running
 MAX_GAP = 30.0  # ... and at most this long
 STRAGGLER_BACKOFF = 0.5  # ... or after this share of how late it already is
 UNKNOWN_BACKOFF = 1.0  # a prediction of a model with no observed duration: this share of its age
+# A window with fewer due predictions than DENSE waits until its oldest has been due HOLD seconds, so
+# predictions finishing a few a second share a read (lag ~HOLD/2 more) instead of costing one each tick.
+DENSE = 20
+HOLD = 0.25
 EDGE = 0.001  # seconds added on each side of a window: the list filters are exclusive
 
 
@@ -108,7 +113,8 @@ def plan(tracked: Sequence[Tracked], known: Sequence[float], now: float, max_rea
         return []
     watch = sentinels(tracked)
     due = [t for t in tracked if due_at(t, sentinel=t.job_id in watch) <= now]
-    groups = windows(due, known)
+    groups = [g for g in windows(due, known)
+              if len(g) >= DENSE or min(due_at(t, sentinel=t.job_id in watch) for t in g) <= now - HOLD]
     groups.sort(key=lambda g: (-len(g), min(due_at(t, sentinel=t.job_id in watch) for t in g)))
     return [_read(g) for g in groups[:max_reads]]
 

@@ -111,7 +111,9 @@ class Paged:
 
     sends_polls: bool = True
     reads_pages: bool = True
-    store_inline: bool = True
+    # A page reports up to 100 finishes at once, like a burst of webhooks: copies go to the store
+    # queue so that recording "finished" never waits behind the previous one's downloads.
+    store_inline: bool = False
 
     def create_args(self, job_id: str) -> dict[str, Any]:
         return {}
