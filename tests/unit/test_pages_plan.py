@@ -66,12 +66,23 @@ def test_plan_pages_for_dense_windows_a_get_for_a_lone_one_densest_first_capped(
     assert [(r.kind, len(r.job_ids)) for r in reads] == [(Kind.PAGE, 100), (Kind.PAGE, 50), (Kind.GET, 1)]
     assert all(r.after < 1000.0 + int(r.job_ids[0][1:]) * 0.01 < r.before for r in reads[:2])
     assert "j1000" not in {j for r in reads for j in r.job_ids}
+    # The second page is widened to the neighbours (not due yet) that fit in the same page.
+    assert reads[1].before > 1000.0 + 149 * 0.01 and reads[1].before >= 1100.0
     assert len(plan(tracked, known, 1062.0, max_reads=1)) == 1
     assert plan(tracked, known, 950.0, max_reads=10) == []
     # A sparse window waits HOLD after its first due prediction to gather more; a dense one does not.
     assert plan([lone], [900.0], 960.1, max_reads=10) == []
     assert len(plan([lone], [900.0], 960.25, max_reads=10)) == 1
     assert len(plan(dense[:30], known, 1060.2, max_reads=10)) == 1  # 21 due, 0.2 s
+
+
+def test_a_sentinel_is_read_by_a_page_over_its_newer_neighbours() -> None:
+    tracked = [t(i, 1000.0 + i * 0.1, expected=None, seen_at=1030.0) for i in range(200)]
+    known = sorted(x.created for x in tracked)
+    reads = plan(tracked, known, 1031.3, max_reads=10)  # only the sentinel (the oldest) is due
+    assert [(r.kind, r.job_ids) for r in reads] == [(Kind.PAGE, ("j0",))]
+    listed = [x for x in known if reads[0].after < x < reads[0].before]
+    assert listed[0] == 1000.0 and len(listed) == PAGE_SIZE - 10
 
 
 def test_reads_per_tick_is_a_share_of_the_budget() -> None:

@@ -37,7 +37,8 @@ UNKNOWN_BACKOFF = 1.0  # a prediction of a model with no observed duration: this
 # predictions finishing a few a second share a read (lag ~HOLD/2 more) instead of costing one each tick.
 DENSE = 20
 HOLD = 0.25
-EDGE = 0.001  # seconds added on each side of a window: the list filters are exclusive
+EDGE = 0.001
+SLACK = 10  # seconds added on each side of a window: the list filters are exclusive
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +117,22 @@ def plan(tracked: Sequence[Tracked], known: Sequence[float], now: float, max_rea
     groups = [g for g in windows(due, known)
               if len(g) >= DENSE or min(due_at(t, sentinel=t.job_id in watch) for t in g) <= now - HOLD]
     groups.sort(key=lambda g: (-len(g), min(due_at(t, sentinel=t.job_id in watch) for t in g)))
-    return [_read(g) for g in groups[:max_reads]]
+    return [_read(g, known, watch) for g in groups[:max_reads]]
 
 
-def _read(group: list[Tracked]) -> Read:
+def _read(group: list[Tracked], known: Sequence[float], watch: set[str]) -> Read:
+    """A lone due prediction is one GET; otherwise (or for a sentinel, whose newer neighbours are the
+    next to finish) a page, widened to a full page of known predictions: the same one read then also
+    sees the window's neighbours, which may have finished early."""
     ids = tuple(t.job_id for t in group)
     first, last = group[0].created, group[-1].created
-    return Read(Kind.GET if len(group) == 1 else Kind.PAGE, ids, first - EDGE, last + EDGE)
+    if len(group) == 1 and ids[0] not in watch:
+        return Read(Kind.GET, ids, first - EDGE, last + EDGE)
+    # Up to SLACK short of a full page: predictions we don't know of (another client's) would push
+    # the oldest, our first target, onto a second page (the list is newest first).
+    i = bisect.bisect_left(known, first)
+    wide = known[min(len(known) - 1, i + PAGE_SIZE - 1 - SLACK)] if known else last
+    return Read(Kind.PAGE, ids, first - EDGE, max(last + EDGE, wide))  # `before` is exclusive
 
 
 def reads_per_tick(read_per_min: int, share: float, tick: float) -> int:
