@@ -146,7 +146,8 @@ class Reader:
         return TICK
 
     def tracked(self, now: float) -> list[Tracked]:
-        return [Tracked(f.job_id, f.created, f.model, self.durations.expected(f.model), f.seen_at)
+        expected = {m: self.durations.expected(m) for m in {f.model for f in self.followed.values()}}
+        return [Tracked(f.job_id, f.created, f.model, expected[f.model], f.seen_at)
                 for f in self.followed.values()
                 if f.handed_at is None or now - f.handed_at > HANDED_HOLD]
 

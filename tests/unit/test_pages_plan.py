@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +17,17 @@ from genqueue.worker.lifecycle.pages import (
     sentinels,
     windows,
 )
-from genqueue.worker.lifecycle.policy import MAX_POLL_DELAY, PAGED_MAX_DELAY, SAFETY_POLL, paged_delay
+from genqueue.worker.lifecycle.policy import (
+    MAX_POLL_DELAY,
+    PAGED_MAX_DELAY,
+    SAFETY_POLL,
+    Paged,
+    Polling,
+    Webhooks,
+    paged_delay,
+)
+from genqueue.worker.pages import observation
+from genqueue.worker.replicate import parse_prediction
 
 
 def t(i: int, created: float, expected: float | None = 60.0, seen_at: float | None = None,
@@ -148,3 +159,23 @@ def test_paged_safety_poll_comes_after_the_expected_finish() -> None:
 
 def test_page_size_is_replicates() -> None:
     assert PAGE_SIZE == 100
+
+
+def test_only_the_polling_mode_reads_pages() -> None:
+    assert Paged().reads_pages and not Webhooks("https://genqueue.example.com").reads_pages
+    assert not Polling().reads_pages
+
+
+def test_an_observation_carries_no_input_or_logs_and_parses_back() -> None:
+    raw = {"id": "p1", "status": "succeeded", "model": "o/m", "version": "v1",
+           "input": {"prompt": "x", "api_key": "sk_test_fake_secret"}, "logs": "api_key=sk_test_fake_secret",
+           "output": "https://replicate.delivery/a/out-0.png", "error": None, "data_removed": False,
+           "created_at": "2026-01-01T00:00:00.123456789Z", "completed_at": "2026-01-01T00:01:00Z",
+           "urls": {"get": "https://api.replicate.com/v1/predictions/p1"},
+           "metrics": {"predict_time": 59.5, "total_time": 60.0}}
+    data = observation(parse_prediction(raw))
+    assert "input" not in data and "logs" not in data and "sk_test_fake" not in json.dumps(data)
+    back = parse_prediction(data)
+    assert (back.status, back.output, back.total_time, back.urls_get) == (
+        "succeeded", raw["output"], 60.0, raw["urls"]["get"])  # type: ignore[index]
+    assert back.created_at == datetime(2026, 1, 1, 0, 0, 0, 123456, tzinfo=UTC)
