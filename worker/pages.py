@@ -133,7 +133,7 @@ class Reader:
         """Make the reads due now (within the budget); returns seconds to pause before the next tick."""
         if not self.leads():
             return 1.0
-        now = self._clock()
+        now = start = self._clock()
         if now - self._refreshed_at >= REFRESH:
             self.refresh(now)
         reads = plan(self.tracked(now), self._known, now, self.max_reads)
@@ -143,7 +143,8 @@ class Reader:
                 return min(TICK, wait)
             if not self.read(read, self._clock()):
                 return TICK
-        return TICK
+        # A steady cadence: a due window waits TICK/2 on average, however long the reads took.
+        return max(0.0, TICK - (self._clock() - start))
 
     def tracked(self, now: float) -> list[Tracked]:
         expected = {m: self.durations.expected(m) for m in {f.model for f in self.followed.values()}}
@@ -228,6 +229,9 @@ class Reader:
                 continue
             self._observe(f.job_id, data)
             f.handed_at = now
+            if p.completed_at is not None:
+                log.debug("job=%s finished %.3f s before the read that found it", f.job_id,
+                          now - p.completed_at.timestamp())
 
 
 class PageReader:
