@@ -13,6 +13,8 @@ from fastapi import FastAPI
 
 from genqueue.api import (
     dashboard,
+    routes_batches,
+    routes_callbacks,
     routes_health,
     routes_jobs,
     routes_metrics,
@@ -60,12 +62,15 @@ def create_app(parts: ApiParts) -> FastAPI:
     app.state.estimator = Estimator(parts.redis, settings)
     app.state.webhook_secret = WebhookSecret(settings)
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
+                       streamed={routes_batches.CREATE_PATH: settings.max_batch_bytes})
     app.add_middleware(AuthBeforeBody)  # outside BodySizeLimit: no body is read before auth
     app.add_middleware(RejectNul)
     app.add_middleware(CatchAll)  # added last, so outermost: it also covers the middlewares above
     app.include_router(routes_health.router)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_callbacks.router)
+    app.include_router(routes_batches.router)
     app.include_router(routes_outputs.router)
     app.include_router(routes_stats.router)
     app.include_router(routes_metrics.router)

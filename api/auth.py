@@ -18,7 +18,7 @@ principal in the request's scope, and `authenticate` then uses them: still one l
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -31,6 +31,7 @@ from genqueue.api.deps import SCOPE_SESSION, close_session, get_session, session
 from genqueue.api.errors import ApiError, error_response
 from genqueue.api.ratelimit import RateLimiter
 from genqueue.api.webhook_auth import WebhookRejected, check_headers
+from genqueue.intake.service import CallbackKey
 from genqueue.models.keys import Role, find_active_key
 
 bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey",
@@ -47,6 +48,8 @@ class Principal:
     key_id: str
     name: str
     role: Role
+    # The key's default callback URL, and whether it can sign callbacks (has a secret).
+    callbacks: CallbackKey = field(default_factory=CallbackKey)
     max_queued: int | None = None  # the key's limit on queued jobs (intake answers 429 beyond it)
 
     @property
@@ -77,7 +80,8 @@ def _principal(request: Request, session: Session, token: str) -> Principal:
     if wait is not None:
         raise ApiError(429, "rate_limited", "too many requests for this API key",
                        headers={"Retry-After": str(wait)})
-    return Principal(key_id=key.id, name=key.name, role=role, max_queued=key.max_queued)
+    return Principal(key_id=key.id, name=key.name, role=role, max_queued=key.max_queued,
+                     callbacks=CallbackKey(default_url=key.callback_url, can_sign=key.can_sign))
 
 
 async def authenticate(

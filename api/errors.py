@@ -7,7 +7,6 @@ Nothing user-supplied is echoed: validation messages are built from constraints,
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,13 +16,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from genqueue.intake.errors import FieldError, IntakeError
+from genqueue.intake.errors import FieldError, IntakeError, field_errors
 
 log = logging.getLogger(__name__)
 
 MAX_FIELDS = 100  # a bad 1000-job batch should not produce a megabyte of errors
-_SOURCES = ("body", "query", "path", "header", "cookie")
-_REQUEST_FIELDS = ("version", "model", "deployment", "input", "deadline_seconds")
 _STATUS_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
     406: "not_acceptable", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
@@ -70,43 +67,6 @@ def error_body(code: str, message: str, fields: Sequence[FieldError] = ()) -> di
 def error_response(status: int, code: str, message: str, fields: Sequence[FieldError] = (),
                    headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse(error_body(code, message, fields), status_code=status, headers=dict(headers or {}))
-
-
-def _reason(err: Mapping[str, Any]) -> str:
-    kind = err.get("type", "")
-    if kind == "missing":
-        return "is required"
-    if kind == "extra_forbidden":
-        return "is not an accepted field"
-    if kind in ("model_attributes_type", "dict_type") and len(err.get("loc", ())) <= 1:
-        return "must be a JSON object (Content-Type: application/json)"
-    msg = str(err.get("msg", "is invalid"))
-    msg = msg.removeprefix("Value error, ")
-    for prefix in ("Input should be ", "Value should be "):
-        if msg.startswith(prefix):
-            return "must be " + msg[len(prefix):]
-    for prefix in ("String should have ", "List should have ", "Dictionary should have "):
-        if msg.startswith(prefix):
-            return "must have " + msg[len(prefix):]
-    return msg
-
-
-def field_errors(errors: Sequence[Mapping[str, Any]]) -> list[FieldError]:
-    """pydantic/FastAPI errors as (dotted field path, human reason); `input` and `ctx` are never read."""
-    out: list[FieldError] = []
-    for err in errors:
-        parts = [str(p) for p in err.get("loc", ())]
-        if parts and parts[0] in _SOURCES:
-            parts = parts[1:]
-        reason = _reason(err)
-        if err.get("type") == "value_error" and (not parts or parts[-1].isdigit()):
-            # A model-level check of a JobRequest ("version must be ..."): name the field it is about.
-            named = re.search(r"\b(" + "|".join(_REQUEST_FIELDS) + r")\b", reason)
-            if named:
-                parts.append(named.group(1))
-                reason = reason.removeprefix(named.group(1) + " ")
-        out.append(FieldError(".".join(parts) or "body", reason))
-    return out
 
 
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 
 import redis
@@ -12,11 +13,11 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from genqueue.api.auth import Principal, require
-from genqueue.api.deps import JobEnqueuer, get_enqueuer, get_intake, get_session
+from genqueue.api.deps import JobEnqueuer, get_enqueuer, get_intake, get_session, session_factory
 from genqueue.api.errors import ApiError, ErrorResponse
 from genqueue.api.estimates import Estimator
 from genqueue.api.pagination import decode_cursor, encode_cursor
-from genqueue.api.queries import list_jobs, visible_job, visible_jobs
+from genqueue.api.queries import list_jobs, metadata_query, visible_job, visible_jobs
 from genqueue.api.views import (
     LIST_INPUT_MAX_BYTES,
     JobBatchView,
@@ -28,6 +29,7 @@ from genqueue.api.views import (
 )
 from genqueue.intake import Intake, JobRequest
 from genqueue.intake.service import MAX_BATCH
+from genqueue.models import callbacks
 from genqueue.models.base import utcnow
 from genqueue.models.jobs import finish_timings, touch, transition
 from genqueue.models.keys import Role
@@ -75,7 +77,8 @@ def _accept(request: Request, session: Session, principal: Principal, intake: In
     """Runs in the threadpool, in the session the key was looked up in: insert, commit, enqueue, views.
     New jobs are shown as written (queued), without reading them back; a replay is read back as it is now."""
     jobs, created = intake.submit(requests, api_key_id=principal.key_id, idempotency_key=idempotency_key,
-                                  batch=batch, session=session, max_queued=principal.max_queued)
+                                  batch=batch, session=session, max_queued=principal.max_queued,
+                                  callback_key=principal.callbacks)
     if created:
         return [accepted_view(j) for j in jobs], True
     rows = visible_jobs(session, [j.id for j in jobs], principal)
@@ -104,7 +107,8 @@ async def create_job(body: JobRequest, request: Request, response: Response, ses
 async def create_batch(body: BatchRequest, request: Request, response: Response, session: Session_,
                        principal: Submitter, intake: Annotated[Intake, Depends(get_intake)],
                        idempotency_key: IdempotencyKey = None) -> JobBatchView:
-    """Either every job is accepted or none is; field errors name `jobs.<index>.<field>`."""
+    """Either every job is accepted or none is; field errors name `jobs.<index>.<field>`. To stream up to
+    50,000 jobs with per-line errors, progress and results, use `POST /v1/batches`."""
     views, created = await run_in_threadpool(_accept, request, session, principal, intake, body.jobs,
                                              idempotency_key, True)
     if not created:
@@ -112,7 +116,8 @@ async def create_batch(body: BatchRequest, request: Request, response: Response,
     return JobBatchView(jobs=views)
 
 
-@router.get("", responses=_errors(401, 422, 429), summary="List jobs, newest first")
+@router.get("", responses=_errors(401, 422, 429), summary="List jobs, newest first",
+            description="`metadata.<key>=<value>` (repeatable with other keys): only jobs tagged so")
 def get_jobs(
     request: Request,
     session: Session_,
@@ -128,7 +133,7 @@ def get_jobs(
 ) -> JobPage:
     after = decode_cursor(cursor) if cursor else None
     rows, more = list_jobs(session, principal, limit=limit, status=status, model=model, priority=priority,
-                           after=after)
+                           after=after, metadata=metadata_query(request))
     estimates = _estimator(request).for_jobs(session, rows)
     input_limit = None if "input" in (include or []) else LIST_INPUT_MAX_BYTES
     url = output_url(request)
@@ -162,9 +167,8 @@ def cancel_job(job_id: JobId, request: Request, response: Response, session: Ses
         status = JobStatus(job.status)
         now = utcnow()
         if status == JobStatus.QUEUED:
-            if transition(session, job_id, JobStatus.QUEUED, JobStatus.CANCELED, finished_at=now,
-                          error_code=None, **finish_timings(job, now)):
-                session.commit()
+            if _cancel_queued(request, job, now):
+                session.commit()  # ends the read, so the answer below reads the job as canceled
                 _leave_lane(request, job)
                 log.info("job canceled while queued job=%s", job_id)
                 response.status_code = 200
@@ -180,6 +184,17 @@ def cancel_job(job_id: JobId, request: Request, response: Response, session: Ses
     else:
         raise ApiError(409, "conflict", "the job kept changing state; try again")
     return job_view(visible_job(session, job_id, principal), output_url(request), show_storage=principal.sees_all)
+
+
+def _cancel_queued(request: Request, job: Job, now: datetime) -> bool:
+    """queued -> canceled, with the callback it triggers queued in the same transaction (the outbox,
+    models.callbacks): a transaction of its own, as the request session writes one statement at most."""
+    with session_factory(request).begin() as tx:
+        if not transition(tx, job.id, JobStatus.QUEUED, JobStatus.CANCELED, finished_at=now,
+                          error_code=None, **finish_timings(job, now)):
+            return False
+        callbacks.add_for_status(tx, job.id, JobStatus.CANCELED, now)
+    return True
 
 
 def _leave_lane(request: Request, job: Job) -> None:

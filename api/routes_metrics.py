@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from genqueue.api.auth import Principal, require
 from genqueue.api.deps import session_factory
 from genqueue.api.errors import ErrorResponse
-from genqueue.models import stats
+from genqueue.models import callbacks, stats
 from genqueue.models.base import utcnow
 from genqueue.models.keys import Role
 from genqueue.models.stats import QUANTILES, STATUSES, TIMINGS, Filters
@@ -53,6 +53,7 @@ class GenqueueCollector(Collector):
             in_flight = stats.in_flight(session, Filters())
             q = stats.queue(session, Filters(), now)
             phases = stats.timing_percentiles(session, Filters(since=now - PHASE_WINDOW))
+            deliveries = callbacks.counts(session)
         finished = CounterMetricFamily("genqueue_jobs_finished", "Jobs that reached a terminal status",
                                        labels=["status", "error_code"])
         jobs = GaugeMetricFamily("genqueue_jobs", "Jobs by current status", labels=["status"])
@@ -81,6 +82,14 @@ class GenqueueCollector(Collector):
                 if value is not None:
                     pct.add_metric([name, str(qv)], value)
         yield pct
+        cb = GaugeMetricFamily("genqueue_callback_deliveries", "Callback deliveries by state (failed: gave up, "
+                               "callback_failed)", labels=["state"])
+        for state in ("pending", "delivered", "failed"):
+            cb.add_metric([state], float(deliveries[state]))
+        yield cb
+        yield CounterMetricFamily("genqueue_callback_attempts_failed",
+                                  "Callback attempts answered with no 2xx (or not at all)",
+                                  value=float(deliveries["failed_attempts"]))
 
     def _redis_counters(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("genqueue_metrics_redis_up", "1 when the Redis counters could be read")

@@ -12,6 +12,7 @@ from genqueue.api.auth import Principal, require
 from genqueue.api.deps import get_session
 from genqueue.api.errors import ApiError, ErrorResponse
 from genqueue.api.estimates import Estimator
+from genqueue.api.queries import metadata_query
 from genqueue.core.settings import Settings
 from genqueue.intake.errors import FieldError
 from genqueue.models.base import utcnow
@@ -51,12 +52,14 @@ def get_stats(
     api_key_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     """Counts by status, in-flight by phase, queue depth and age, stuck jobs, throughput and create series,
-    latency p50/p95/p99 by phase with a p50 series, failures by error code, per-model figures and cost."""
+    latency p50/p95/p99 by phase with a p50 series, failures by error code, per-model figures and cost.
+    `metadata.<key>=<value>` (repeatable with other keys) keeps only jobs tagged so."""
     settings: Settings = request.app.state.settings
     now = utcnow()
+    tags = metadata_query(request)
     try:
         f = filters_for(window=window, since=_aware(since, "since"), until=_aware(until, "until"), model=model,
-                        api_key_id=api_key_id, now=now)
+                        api_key_id=api_key_id, now=now, metadata=tags)
     except (ValueError, OverflowError):
         raise ApiError(422, "validation_error", "invalid window",
                        [FieldError("window", "must look like 15m, 1h, 7d or all")]) from None

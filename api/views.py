@@ -72,6 +72,8 @@ class JobView(BaseModel):
     completed_at: datetime | None
     finished_at: datetime | None
     deadline_at: datetime | None
+    metadata: dict[str, str] = Field(default_factory=dict, description="Your tags, as given")
+    batch_id: str | None = Field(None, description="The batch (`POST /v1/batches`) the job came in")
     priority: int = Field(5, description="0-9, higher first")
     queue_position: int | None = Field(None, description="Queued jobs only: jobs ahead of it in dispatch order "
                                                          "(an estimate; see Scheduling in the README)")
@@ -123,6 +125,8 @@ def job_view(job: Job, output_url: OutputUrl, *, input_limit: int | None = None,
         completed_at=job.completed_at,
         finished_at=job.finished_at,
         deadline_at=job.deadline_at,
+        metadata=job.meta or {},
+        batch_id=job.batch_id,
         priority=job.priority,
         queue_position=estimate.queue_position if estimate else None,
         estimated_start_at=estimate.estimated_start_at if estimate else None,
@@ -151,5 +155,6 @@ def accepted_view(job: AcceptedJob) -> JobView:
         completed_at=None,
         finished_at=None,
         deadline_at=job.deadline_at,
+        metadata=job.meta or {},
         priority=job.priority,
     )

@@ -1,4 +1,5 @@
-"""`genqueue keys create|list|revoke`: API keys are shown once, stored hashed."""
+"""`genqueue keys create|list|revoke|rotate-callback-secret`: API keys are shown once, stored hashed; each
+key's callback signing secret is shown once, stored sealed with SECRETS_KEY."""
 
 from __future__ import annotations
 
@@ -17,6 +18,16 @@ def _sessions():  # type: ignore[no-untyped-def]
     from genqueue.models.db import make_engine, make_session_factory
 
     return make_session_factory(make_engine(settings_or_die().effective_database_url))
+
+
+def _cipher():  # type: ignore[no-untyped-def]
+    from genqueue.bootstrap import Root
+    from genqueue.core.crypto import SecretsError
+
+    try:
+        return Root(settings_or_die()).cipher
+    except SecretsError as exc:
+        die(str(exc))
 
 
 @contextmanager
@@ -47,9 +58,13 @@ def _check_limits(weight: int | None, max_running: int | None, max_queued: int |
 @app.command()
 def create(name: Annotated[str, typer.Option(help="1-100 characters")],
            role: Annotated[str, typer.Option(help="submit | ops | admin")] = "submit",
-           weight: Weight = None, max_running: MaxRunning = None, max_queued: MaxQueued = None) -> None:
-    """Create a key; the key itself is printed once, on the last line."""
-    from genqueue.models.keys import Limits, Role, create_key
+           weight: Weight = None, max_running: MaxRunning = None, max_queued: MaxQueued = None,
+           callback_url: Annotated[str | None, typer.Option(
+               help="default callback URL of this key's jobs (a job's own callback_url wins)")] = None) -> None:
+    """Create a key (with its weight and limits) and its callback signing secret (whsec_..., printed
+    once); the key itself is printed once, on the last line."""
+    from genqueue.intake.callback_url import problem
+    from genqueue.models.keys import Limits, Role, create_key, new_callback_secret
 
     if not 1 <= len(name.strip()) <= 100:
         die("--name must be 1 to 100 characters")
@@ -59,11 +74,32 @@ def create(name: Annotated[str, typer.Option(help="1-100 characters")],
         die(f"--role must be one of submit, ops, admin (got {role!r})")
     _check_limits(weight, max_running, max_queued)
     limits = Limits(weight or 1, max_running or None, max_queued or None)
+    if callback_url is not None:
+        reason = problem(callback_url, settings_or_die().callback_allow_private)
+        if reason is not None:
+            die(f"--callback-url {reason}")
+    secret, sealed = new_callback_secret(_cipher())
     with _db_errors(), _sessions().begin() as session:
         key, plaintext = create_key(session, name.strip(), r, limits)
+        key.callback_url, key.callback_secret_sealed = callback_url, sealed
         typer.echo(f"created key {key.prefix}… name={name} role={r.value} {_limits_text(key)} "
                    "(store it now; it is not shown again)")
+    typer.echo(f"callback signing secret (verify callbacks with it; not shown again): {secret}")
     typer.echo(plaintext)
+
+@app.command("rotate-callback-secret")
+def rotate_callback_secret(key: Annotated[str, typer.Argument(help="key id or prefix")]) -> None:
+    """Give a key a new callback signing secret, printed once; callbacks are signed with it from now on
+    (attempts still pending included)."""
+    from genqueue.models.keys import rotate_callback_secret as rotate
+
+    cipher = _cipher()
+    with _db_errors(), _sessions().begin() as session:
+        secret = rotate(session, key, cipher)
+        if secret is None:
+            die(f"no active key {key!r}", 1)
+    typer.echo(f"new callback signing secret for {key} (not shown again):")
+    typer.echo(secret)
 
 
 @app.command()

@@ -68,19 +68,21 @@ def worker(concurrency: Annotated[int, typer.Option(min=1, max=512)] = 4,
            events: Annotated[bool, typer.Option(help="emit task events for Flower")] = False,
            queues: Annotated[str, typer.Option(
                help="all (follow-up work first, then new jobs) | follow (polls, pushes, stores: a worker "
-                    "that finished predictions never wait behind creates) | new")] = "all") -> None:
+                    "that finished predictions never wait behind creates) | new | callbacks (signed callback "
+                    "POSTs only: slow receivers kept away from job steps)")] = "all") -> None:
     """Run a Celery worker (submit, poll, store, sweep tasks)."""
     from genqueue.bootstrap import Root
     from genqueue.cli.preflight import preflight
     from genqueue.core.logs import setup_logging
     from genqueue.worker.celery_app import make_worker_app
-    from genqueue.worker.enqueue import ALL_QUEUES, FOLLOW_QUEUE, QUEUE, STORE_QUEUE
+    from genqueue.worker.enqueue import ALL_QUEUES, CALLBACK_QUEUE, FOLLOW_QUEUE, QUEUE, STORE_QUEUE
 
     if pool not in ("prefork", "threads", "solo"):
         die("--pool must be prefork, threads or solo")
-    chosen = {"all": ",".join(ALL_QUEUES), "follow": f"{FOLLOW_QUEUE},{STORE_QUEUE}", "new": QUEUE}.get(queues)
+    chosen = {"all": ",".join(ALL_QUEUES), "follow": f"{FOLLOW_QUEUE},{STORE_QUEUE}", "new": QUEUE,
+              "callbacks": CALLBACK_QUEUE}.get(queues)
     if chosen is None:
-        die("--queues must be all, follow or new")
+        die("--queues must be all, follow, new or callbacks")
     s = settings_or_die()
     try:
         s.token()

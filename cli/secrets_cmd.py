@@ -19,13 +19,14 @@ def gen_key() -> None:
 
 @app.command()
 def rotate(batch: int = 500) -> None:
-    """Re-encrypt every job's sealed secrets with the first key of SECRETS_KEY."""
+    """Re-encrypt every job's sealed secrets, and every key's callback signing secret, with the first key
+    of SECRETS_KEY."""
     from sqlalchemy import select
 
     from genqueue.bootstrap import Root
     from genqueue.core.crypto import SecretsError
     from genqueue.core.crypto import rotate as rotate_token
-    from genqueue.models.tables import Job
+    from genqueue.models.tables import ApiKey, Job
 
     root = Root(settings_or_die())
     try:
@@ -47,4 +48,11 @@ def rotate(batch: int = 500) -> None:
                     die(f"job {job.id}: sealed with a key not in SECRETS_KEY; nothing after it was changed")
             done += len(rows)
             last = rows[-1].id
-    typer.echo(f"re-encrypted {done} jobs with the current key")
+    with sessions.begin() as session:  # a few keys: one transaction
+        keys = list(session.scalars(select(ApiKey).where(ApiKey.callback_secret_sealed.is_not(None))))
+        for key in keys:
+            try:
+                key.callback_secret_sealed = rotate_token(cipher, key.callback_secret_sealed)
+            except Exception:
+                die(f"key {key.id}: callback secret sealed with a key not in SECRETS_KEY; no key was changed")
+    typer.echo(f"re-encrypted {done} jobs and {len(keys)} callback signing secrets with the current key")

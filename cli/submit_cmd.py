@@ -27,26 +27,6 @@ def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _load_file(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(where, row) pairs; `where` is "file:line" so every error names the line it came from."""
-    if not path.exists():
-        die(f"no such file: {path}")
-    rows: list[tuple[str, dict[str, Any]]] = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            die(f"{path}:{n}: not JSON ({exc.msg})")
-        if not isinstance(row, dict):
-            die(f"{path}:{n}: each line must be a JSON object")
-        rows.append((f"{path}:{n}", row))
-    if not rows:
-        die(f"{path}: no jobs")
-    return rows
-
-
 def submit(
     version: Annotated[str | None, typer.Option(help='"owner/name:<64 hex>" or "<64 hex>"')] = None,
     model: Annotated[str | None, typer.Option(help="official model owner/name")] = None,
@@ -54,28 +34,36 @@ def submit(
     input_: Annotated[
         list[str] | None, typer.Option("--input", "-i", help="key=value (JSON value), repeatable")
     ] = None,
-    file: Annotated[Path | None, typer.Option("--file", "-f", help="JSONL: one job request per line")] = None,
-    wait: Annotated[bool, typer.Option(help="wait until every job is terminal")] = False,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="JSONL: one job request per line, "
+                                                                    "submitted as one batch")] = None,
+    wait: Annotated[bool | None, typer.Option(help="wait until every job is terminal (default: with --file)")] = None,
     timeout: Annotated[float, typer.Option(min=1)] = 3600.0,
+    partial: Annotated[bool, typer.Option(help="--file: submit the good lines even if some are bad")] = False,
+    callback_url: Annotated[str | None, typer.Option(help="--file: called when every job is terminal")] = None,
+    metadata: Annotated[list[str] | None, typer.Option("--metadata", "-m", help="key=value tag, repeatable")] = None,
 ) -> None:
-    """Submit jobs; prints one job id per line (and a summary with --wait)."""
+    """Submit a job (prints its id), or a JSONL file as one batch (prints the batch id, shows its progress;
+    bad lines are printed with their numbers and make the exit code non-zero)."""
     from genqueue.bootstrap import Root
     from genqueue.cli.preflight import secrets_or_die
     from genqueue.intake import IntakeError, JobRequest
 
     if file is not None and (version or model or deployment or input_):
         die("give either --file or --version/--model/--deployment with --input, not both")
-    raw = (
-        _load_file(file)
-        if file
-        else [
-            (
-                "",
-                {k: v for k, v in {"version": version, "model": model, "deployment": deployment}.items() if v}
-                | {"input": _parse_inputs(input_ or [])},
-            )
-        ]
-    )
+    tags = _parse_tags(metadata or [])
+    if file is not None:
+        from genqueue.cli.batch_cmd import submit_file
+
+        submit_file(file, partial=partial, wait=wait is not False, timeout=timeout, callback_url=callback_url,
+                    meta=tags)
+        return
+    raw = [
+        (
+            "",
+            {k: v for k, v in {"version": version, "model": model, "deployment": deployment}.items() if v}
+            | {"input": _parse_inputs(input_ or [])} | ({"metadata": tags} if tags else {}),
+        )
+    ]
     requests = []
     for where, row in raw:
         try:
@@ -103,6 +91,16 @@ def submit(
         typer.echo(job.id)
     if wait:
         _wait(sessions, [j.id for j in jobs], timeout)
+
+
+def _parse_tags(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            die(f"--metadata expects key=value, got {item!r}")
+        out[key] = value
+    return out
 
 
 def _where(raw: list[tuple[str, dict[str, Any]]], field: str) -> str:

@@ -78,6 +78,14 @@ class Settings(BaseSettings):
     webhook_url: str | None = Field(None, validation_alias=_alias("GENQUEUE_WEBHOOK_URL"))
     # The whsec_... signing secret; unset = fetched once from Replicate (GET /v1/webhooks/default/secret).
     webhook_secret: SecretStr | None = Field(None, validation_alias=_alias("GENQUEUE_WEBHOOK_SECRET"))
+    # Callbacks (signed POSTs of a job to its callback_url): loopback/private destinations are refused
+    # (SSRF) unless this is set; failed deliveries are retried after `first` seconds, doubling up to
+    # `max`, for at least 24 h (worker/callbacks/schedule.py).
+    callback_allow_private: bool = Field(
+        False, validation_alias=_alias("GENQUEUE_CALLBACK_ALLOW_PRIVATE", "CALLBACK_ALLOW_PRIVATE"))
+    callback_retry_first: float = Field(5.0, gt=0, le=3600, validation_alias=_alias("GENQUEUE_CALLBACK_RETRY_FIRST"))
+    callback_retry_max: float = Field(3600.0, gt=0, le=6 * 3600,
+                                      validation_alias=_alias("GENQUEUE_CALLBACK_RETRY_MAX"))
     job_deadline_seconds: float = Field(3600.0, gt=0, validation_alias=_alias("GENQUEUE_JOB_DEADLINE"))
     # Seconds of waiting that raise a queued job's priority by one level (genqueue.sched.plan).
     priority_aging: float = Field(300.0, ge=1, validation_alias=_alias("GENQUEUE_PRIORITY_AGING"))
@@ -88,6 +96,9 @@ class Settings(BaseSettings):
     secret_fields: str = Field("api_key", validation_alias=_alias("GENQUEUE_SECRET_FIELDS"))
     api_rate_per_min: int = Field(6000, gt=0, validation_alias=_alias("GENQUEUE_API_RATE_PER_MIN"))
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0, validation_alias=_alias("GENQUEUE_MAX_BODY_BYTES"))
+    # `POST /v1/batches` only: its body is streamed (never held whole), so it may be far larger. 256 MiB
+    # is 50,000 lines of 5 KiB; a line is also capped on its own (an input plus 64 KiB).
+    max_batch_bytes: int = Field(256 * 1024 * 1024, gt=0, validation_alias=_alias("GENQUEUE_MAX_BATCH_BYTES"))
 
     # --- ops ---------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

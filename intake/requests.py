@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -22,6 +22,17 @@ class JobRequest(BaseModel):
     deadline_seconds: float | None = Field(
         None, ge=5, le=86400, description="Give up (and cancel on Replicate) after this long; sent as Cancel-After"
     )
+    metadata: dict[str, Any] | None = Field(
+        None, description="Your tags: at most 16 keys of at most 64 characters, string values of at most 512; "
+                          "returned with the job, filterable with `metadata.<key>=<value>`"
+    )
+
+    callback_url: str | None = Field(
+        None, max_length=2000,
+        description="POST the job here (signed, Standard Webhooks) on its terminal status; default: the key's")
+    callback_events: list[Literal["running", "terminal"]] | None = Field(
+        None, min_length=1, max_length=2,
+        description='["running", "terminal"] also posts when the job starts running; "terminal" is required')
 
     @model_validator(mode="after")
     def _one_target(self) -> JobRequest:

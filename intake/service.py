@@ -27,8 +27,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from genqueue.core.crypto import SecretPath, Split, encrypt_secrets, masked_input, secret_strings, split_secrets
 from genqueue.core.logs import register_secrets
+from genqueue.intake import callback_url
 from genqueue.intake.errors import FieldError, IntakeError
 from genqueue.intake.jsoncheck import DEFAULT_MAX_INPUT_BYTES, json_problems, larger_than
+from genqueue.intake.metadata import metadata_problems
 from genqueue.intake.requests import JobRequest
 from genqueue.intake.schemas import validator_for
 from genqueue.models.base import utcnow
@@ -47,8 +49,9 @@ _JOBS = cast(Table, Job.__table__)
 # Every column intake writes, in COPY order. The others are NULL until a worker fills them.
 _COLUMNS = ("id", "status", "target", "model", "version", "deployment", "input_public", "secret_names",
             "input_sealed", "api_key_id", "idempotency_key", "request_hash", "created_at", "updated_at",
-            "deadline_at", "next_check_at", "polls", "attempts", "deliveries", "priority")
-_JSON_COLUMNS = frozenset({"input_public", "secret_names"})
+            "deadline_at", "next_check_at", "polls", "attempts", "deliveries", "priority",
+            "callback_url", "callback_on_running", "meta", "batch_id", "batch_seq")
+_JSON_COLUMNS = frozenset({"input_public", "secret_names", "meta"})
 _COPY_SQL = f"COPY jobs ({', '.join(_COLUMNS)}) FROM STDIN"
 _INSERT = _JOBS.insert()  # built once: constructing it per call showed up in the single-submit profile
 
@@ -67,6 +70,7 @@ class AcceptedJob:
     created_at: datetime
     deadline_at: datetime | None
     priority: int
+    meta: dict[str, str] | None = None
 
     @classmethod
     def of(cls, job: Job) -> AcceptedJob:
@@ -108,18 +112,54 @@ def request_hash(requests: Sequence[JobRequest], secret_fields: frozenset[str],
 def _input_errors(req: JobRequest, prefix: str, max_input_bytes: int) -> tuple[list[FieldError], bool]:
     """(field errors, whether the input is too large) for one job; the model's own checks run only on
     an input that is plain, storable JSON."""
+    tags = metadata_problems(req.metadata, prefix + "metadata")
     problems = json_problems(req.input, prefix + "input")
     if problems:
-        return problems, False
+        return tags + problems, False
     if larger_than(req.input, max_input_bytes):
-        return [FieldError(prefix + "input", f"must be at most {max_input_bytes} bytes as JSON")], True
+        return [*tags, FieldError(prefix + "input", f"must be at most {max_input_bytes} bytes as JSON")], True
     check = validator_for(req.model_name, req.version)
     if check is None:
-        return [], False
-    return [FieldError(prefix + e.field, e.reason) for e in check(req.input)], False
+        return tags, False
+    return tags + [FieldError(prefix + e.field, e.reason) for e in check(req.input)], False
 
 
-def validate(requests: Sequence[JobRequest], *, batch: bool, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES) -> None:
+def job_problems(req: JobRequest, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES) -> tuple[list[FieldError], bool]:
+    """One job's field errors (paths relative to the job) and whether its input is too large."""
+    return _input_errors(req, "", max_input_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackKey:
+    """What intake needs of the submitting key for callbacks: its default URL, and whether it has a
+    signing secret (a callback that cannot be signed is refused at submit, not failed later)."""
+
+    default_url: str | None = None
+    can_sign: bool = False
+
+
+def _callback_errors(req: JobRequest, prefix: str, key: CallbackKey, allow_private: bool) -> list[FieldError]:
+    url = req.callback_url or key.default_url
+    errors: list[FieldError] = []
+    if req.callback_events is not None:
+        if url is None:
+            errors.append(FieldError(prefix + "callback_events", "needs a callback_url"))
+        elif "terminal" not in req.callback_events:
+            errors.append(FieldError(prefix + "callback_events", 'must include "terminal"'))
+    if url is None:
+        return errors
+    if req.callback_url is not None:
+        reason = callback_url.problem(req.callback_url, allow_private)
+        if reason is not None:
+            errors.append(FieldError(prefix + "callback_url", reason))
+    if not key.can_sign:
+        errors.append(FieldError(prefix + "callback_url", "needs an API key with a callback signing secret "
+                                 "(genqueue keys rotate-callback-secret)"))
+    return errors
+
+
+def validate(requests: Sequence[JobRequest], *, batch: bool, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+             key: CallbackKey = CallbackKey(), callback_allow_private: bool = False) -> None:
     if not requests:
         raise IntakeError(422, "validation_error", "no jobs given", [FieldError("jobs", "must not be empty")])
     if len(requests) > MAX_BATCH:
@@ -128,8 +168,9 @@ def validate(requests: Sequence[JobRequest], *, batch: bool, max_input_bytes: in
     errors: list[FieldError] = []
     too_large = False
     for i, req in enumerate(requests):
-        found, large = _input_errors(req, f"jobs.{i}." if batch else "", max_input_bytes)
-        errors += found
+        prefix = f"jobs.{i}." if batch else ""
+        found, large = _input_errors(req, prefix, max_input_bytes)
+        errors += found + _callback_errors(req, prefix, key, callback_allow_private)
         too_large = too_large or large
     if too_large:
         raise IntakeError(413, "payload_too_large", "an input is too large", errors)
@@ -150,7 +191,8 @@ def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
     try:
         with driver.cursor() as cur, cur.copy(_COPY_SQL) as copy:
             for row in rows:
-                copy.write_row([json.dumps(row[c]) if c in _JSON_COLUMNS else row[c] for c in _COLUMNS])
+                copy.write_row([json.dumps(row[c]) if c in _JSON_COLUMNS and row[c] is not None else row[c]
+                                for c in _COLUMNS])
     except conn.dialect.loaded_dbapi.IntegrityError as exc:
         raise IntegrityError(_COPY_SQL, None, exc) from exc
 
@@ -178,6 +220,7 @@ class Intake:
         default_deadline: float,
         *,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        callback_allow_private: bool = False,
     ) -> None:
         self._sessions = session_factory
         self._cipher = cipher
@@ -185,6 +228,7 @@ class Intake:
         self._enqueue = enqueue
         self._default_deadline = default_deadline
         self._max_input_bytes = max_input_bytes
+        self._callback_allow_private = callback_allow_private
 
     def submit(
         self,
@@ -195,21 +239,26 @@ class Intake:
         batch: bool = False,
         session: Session | None = None,
         max_queued: int | None = None,
+        callback_key: CallbackKey = CallbackKey(),
     ) -> tuple[list[AcceptedJob], bool]:
         """Accept jobs all-or-nothing. Returns (jobs, created); created is False on an idempotent replay.
 
         `session`: write in this session's transaction (the API's, which already looked up the key) and
         commit it; by default intake uses a session of its own. `max_queued`: the key's limit on queued
         jobs; the check and the insert then run in a transaction of intake's own that locks the key's
-        row, so concurrent submissions of one key cannot both pass it."""
-        validate(requests, batch=batch, max_input_bytes=self._max_input_bytes)
+        row, so concurrent submissions of one key cannot both pass it. `callback_key`: the submitting key's
+        callback default and whether it can sign (`callback_url` is refused without a secret)."""
+        validate(requests, batch=batch, max_input_bytes=self._max_input_bytes, key=callback_key,
+                 callback_allow_private=self._callback_allow_private)
         if session is None or (max_queued is not None and api_key_id is not None):
             with self._sessions() as own:
-                return self._submit(own, requests, api_key_id, idempotency_key, batch, max_queued)
-        return self._submit(session, requests, api_key_id, idempotency_key, batch, None)
+                return self._submit(own, requests, api_key_id, idempotency_key, batch, max_queued,
+                                    callback_key)
+        return self._submit(session, requests, api_key_id, idempotency_key, batch, None, callback_key)
 
     def _submit(self, session: Session, requests: Sequence[JobRequest], api_key_id: str | None,
-                idempotency_key: str | None, batch: bool, max_queued: int | None) -> tuple[list[AcceptedJob], bool]:
+                idempotency_key: str | None, batch: bool, max_queued: int | None,
+                callback_key: CallbackKey = CallbackKey()) -> tuple[list[AcceptedJob], bool]:
         splits = [split_secrets(r.input, self._secret_fields) for r in requests]
         # From here on the secrets are in the clear in this context: mask them in anything it logs.
         register_secrets(s for split in splits for v in split.values for s in secret_strings(v))
@@ -226,7 +275,8 @@ class Intake:
         now = utcnow()
         # A batch's jobs are created a microsecond apart: (created_at, id) is then the order they were
         # given in, which the lanes (FIFO by created_at) and a rebuild of them from SQL both keep.
-        rows = [self._row(r, api_key_id, key, digest, now + timedelta(microseconds=i), split)
+        rows = [self._row(r, api_key_id, key, digest, now + timedelta(microseconds=i), split,
+                          callback_key.default_url)
                 for i, (r, split, key) in enumerate(zip(requests, splits, keys, strict=True))]
         try:
             insert_rows(session.connection(), rows)
@@ -248,6 +298,42 @@ class Intake:
             self._due_now(ids, now)
         log.info("accepted %d jobs first=%s", len(ids), ids[0])
         return [AcceptedJob.from_row(row) for row in rows], True
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        return self._sessions
+
+    @property
+    def max_input_bytes(self) -> int:
+        return self._max_input_bytes
+
+    def insert_numbered(self, session: Session, items: Sequence[tuple[int, JobRequest]], *, api_key_id: str | None,
+                        batch_id: str) -> list[Entry]:
+        """Write already validated jobs of a batch (line number, request) in the session's transaction,
+        one INSERT/COPY; the caller commits, then `enqueue`s them. The batch path (intake/batches.py)."""
+        splits = [split_secrets(r.input, self._secret_fields) for _, r in items]
+        register_secrets(s for split in splits for v in split.values for s in secret_strings(v))
+        now = utcnow()
+        rows = []
+        for i, ((seq, req), split) in enumerate(zip(items, splits, strict=True)):
+            # A microsecond apart, like `submit`: the lanes (FIFO by created_at) keep the input order.
+            row = self._row(req, api_key_id, None, None, now + timedelta(microseconds=i), split)
+            row["batch_id"], row["batch_seq"] = batch_id, seq
+            rows.append(row)
+        if rows:
+            insert_rows(session.connection(), rows)
+        return [entry(r["id"], r["priority"], api_key_id, r["created_at"].timestamp()) for r in rows]
+
+    def enqueue(self, entries: Sequence[Entry]) -> None:
+        """Put committed jobs in their lanes; when Redis is away they are made due for the sweeper's audit."""
+        if not entries:
+            return
+        try:
+            self._enqueue(entries)
+        except Exception as exc:
+            log.warning("enqueue failed for %d jobs (%s); the sweeper will pick them up", len(entries),
+                        type(exc).__name__)
+            self._due_now([e.job_id for e in entries], utcnow())
 
     def _due_now(self, ids: list[str], now: datetime) -> None:
         try:
@@ -277,7 +363,7 @@ class Intake:
         return [AcceptedJob.of(r) for r in sorted(rows, key=lambda r: order[r.idempotency_key])]
 
     def _row(self, req: JobRequest, api_key_id: str | None, key: str | None, digest: str | None,
-             now: datetime, split: Split | None = None) -> dict[str, Any]:
+             now: datetime, split: Split | None = None, default_callback: str | None = None) -> dict[str, Any]:
         if split is None:
             split = split_secrets(req.input, self._secret_fields)
         deadline = req.deadline_seconds or self._default_deadline
@@ -304,4 +390,9 @@ class Intake:
             "polls": 0,
             "attempts": 0,
             "deliveries": 0,
+            "callback_url": req.callback_url or default_callback,
+            "callback_on_running": "running" in (req.callback_events or ()),
+            "meta": req.metadata or None,
+            "batch_id": None,
+            "batch_seq": None,
         }

@@ -1,7 +1,9 @@
-"""API keys: random, shown once, stored as sha256, compared in constant time, revocable."""
+"""API keys: random, shown once, stored as sha256, compared in constant time, revocable. Each key also
+has a callback signing secret (`whsec_...`): shown once, stored Fernet-sealed, rotatable."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import cast
 
+from cryptography.fernet import MultiFernet
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
@@ -16,6 +19,7 @@ from genqueue.models.base import utcnow
 from genqueue.models.tables import ApiKey
 
 KEY_PREFIX = "gq_"
+CALLBACK_SECRET_PREFIX = "whsec_"
 
 
 class Role(StrEnum):
@@ -48,10 +52,36 @@ def create_key(session: Session, name: str, role: Role, limits: Limits | None = 
     return key, plaintext
 
 
+def new_callback_secret(cipher: MultiFernet) -> tuple[str, str]:
+    """(the `whsec_...` secret to show once, its sealed form to store): 32 random bytes, base64, the
+    Standard Webhooks secret format a receiver's verifier takes as is."""
+    secret = CALLBACK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+    return secret, cipher.encrypt(secret.encode()).decode()
+
+
+def open_callback_secret(cipher: MultiFernet, sealed: str) -> str:
+    """The signing secret in the clear, registered for log masking (whoever opens it signs with it);
+    `cryptography.fernet.InvalidToken` when no SECRETS_KEY key opens it."""
+    from genqueue.core.logs import register_secrets
+
+    secret = cipher.decrypt(sealed.encode()).decode()
+    register_secrets([secret])
+    return secret
+
+
 def find_key(session: Session, key_id_or_prefix: str) -> ApiKey | None:
     return session.scalar(
         select(ApiKey).where((ApiKey.id == key_id_or_prefix) | (ApiKey.prefix == key_id_or_prefix))
     )
+
+
+def rotate_callback_secret(session: Session, key_id_or_prefix: str, cipher: MultiFernet) -> str | None:
+    """A new signing secret for an active key (the old one stops signing at once), or None."""
+    key = find_key(session, key_id_or_prefix)
+    if key is None or key.revoked_at is not None:
+        return None
+    secret, key.callback_secret_sealed = new_callback_secret(cipher)
+    return secret
 
 
 UNSET = -1  # `update_limits`: clear a limit (back to none)
@@ -77,12 +107,15 @@ class ActiveKey:
     id: str
     name: str
     role: str
+    callback_url: str | None = None
+    can_sign: bool = False  # has a callback signing secret
     max_queued: int | None = None
 
 
 _KEYS = cast(Table, ApiKey.__table__)
-# A Core SELECT of the five columns the API needs (run on every request): no ORM object is built.
-_ACTIVE_BY_HASH = select(_KEYS.c.id, _KEYS.c.name, _KEYS.c.role, _KEYS.c.key_hash, _KEYS.c.max_queued).where(
+# A Core SELECT of the columns the API needs (run on every request): no ORM object is built.
+_ACTIVE_BY_HASH = select(_KEYS.c.id, _KEYS.c.name, _KEYS.c.role, _KEYS.c.key_hash, _KEYS.c.max_queued,
+                         _KEYS.c.callback_url, _KEYS.c.callback_secret_sealed.is_not(None).label("can_sign")).where(
     _KEYS.c.key_hash == bindparam("digest"), _KEYS.c.revoked_at.is_(None))
 
 
@@ -92,7 +125,8 @@ def find_active_key(session: Session, plaintext: str) -> ActiveKey | None:
     row = session.connection().execute(_ACTIVE_BY_HASH, {"digest": digest}).first()
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         return None
-    return ActiveKey(id=row.id, name=row.name, role=row.role, max_queued=row.max_queued)
+    return ActiveKey(id=row.id, name=row.name, role=row.role, max_queued=row.max_queued,
+                     callback_url=row.callback_url, can_sign=bool(row.can_sign))
 
 
 def revoke_key(session: Session, key_id_or_prefix: str) -> bool:

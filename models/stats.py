@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Float, and_, case, func, select
 from sqlalchemy.orm import Session
 
+from genqueue.models.metafilter import MetadataMatches
 from genqueue.models.status import ACTIVE, JobStatus
 from genqueue.models.tables import Job
 
@@ -33,6 +34,8 @@ class Filters:
     model: str | None = None
     api_key_id: str | None = None
     job_ids: Sequence[str] | None = None
+    metadata: Mapping[str, str] | None = None
+    batch_id: str | None = None
 
     def scope(self) -> list[ColumnElement[bool]]:
         """The filters that are not about time (live gauges ignore the window)."""
@@ -43,6 +46,10 @@ class Filters:
             out.append(Job.api_key_id == self.api_key_id)
         if self.job_ids is not None:
             out.append(Job.id.in_(list(self.job_ids)))
+        if self.metadata:
+            out.append(MetadataMatches(Job.meta, self.metadata))
+        if self.batch_id is not None:
+            out.append(Job.batch_id == self.batch_id)
         return out
 
     def clauses(self, column: Any = None) -> list[ColumnElement[bool]]:

@@ -8,13 +8,14 @@ in-flight and stuck figures are the live state and ignore the window (model/key 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from genqueue.models import stats, stats_series
+from genqueue.models import callbacks, stats, stats_series
 from genqueue.models.base import utcnow
 from genqueue.models.stats import STATUSES, Filters
 from genqueue.models.tables import ApiKey, Job
@@ -102,15 +103,18 @@ def report(session: Session, f: Filters, *, price_per_second: float, create_rate
         "failures": stats.failures(session, f),
         "models": stats.per_model(session, f),
         "cost": cost(session, f, price_per_second),
+        # Callback deliveries by state and failed attempts, all time (not windowed or filtered).
+        "callbacks": callbacks.counts(session),
     }
 
 
 def filters_for(*, window: str | None, since: datetime | None, until: datetime | None, model: str | None,
-                api_key_id: str | None, now: datetime) -> Filters:
+                api_key_id: str | None, now: datetime, metadata: Mapping[str, str] | None = None) -> Filters:
     """Filters from the request/CLI options: explicit since/until win over window; default window 1h."""
     if since is None and window is None and until is None:
         window = DEFAULT_WINDOW
     if since is None and window is not None:
         span = parse_window(window)
         since = None if span is None else (until or now) - span
-    return Filters(since=since, until=until, model=model or None, api_key_id=api_key_id or None)
+    return Filters(since=since, until=until, model=model or None, api_key_id=api_key_id or None,
+                   metadata=metadata or None)

@@ -1,4 +1,5 @@
-"""SQLAlchemy 2.0 typed tables: jobs, their stored outputs, and API keys."""
+"""SQLAlchemy 2.0 typed tables: jobs, their stored outputs, API keys, worker heartbeats, and the callback
+outbox (deliveries and their attempts)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     Float,
     ForeignKey,
@@ -16,12 +18,18 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from genqueue.models.base import Base, UTCDateTime, utcnow
 from genqueue.models.ids import new_id
 from genqueue.models.status import JobStatus
+
+# 0007: metadata is JSONB on PostgreSQL so `metadata.<key>=<value>` filters are one containment test
+# (`@>`) a GIN index answers; plain JSON elsewhere (SQLite compares json_extract, see models/metafilter.py).
+META_JSON = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 def _one_of(column: str, values: list[str]) -> str:
@@ -44,6 +52,10 @@ class ApiKey(Base):
     weight: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     max_running: Mapped[int | None] = mapped_column(Integer)
     max_queued: Mapped[int | None] = mapped_column(Integer)
+    # 0006: the default callback URL of this key's jobs, and its `whsec_...` signing secret, Fernet-sealed
+    # with SECRETS_KEY (never stored in the clear; printed once by `keys create`/`rotate-callback-secret`).
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    callback_secret_sealed: Mapped[str | None] = mapped_column(Text)
 
 
 class Job(Base):
@@ -67,8 +79,18 @@ class Job(Base):
     # Set by a cancel request on a job that is already on Replicate; the cancel task acts on it.
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
+    # 0006: where to POST the job on its terminal status (and, with callback_on_running, when it runs).
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    callback_on_running: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
     # 0004: the worker (`worker_heartbeats.id`) whose claim is the current one; see models/heartbeats.py.
     claimed_by: Mapped[str | None] = mapped_column(String(64))
+
+    # 0007: the caller's string tags ({"key": "value"}, bounded by intake/metadata.py) and the batch the
+    # job came in with its line number there (results are listed in input order by it).
+    meta: Mapped[dict[str, str] | None] = mapped_column(META_JSON)
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"))
+    batch_seq: Mapped[int | None] = mapped_column(Integer)
 
     # Replicate's side, recorded as soon as the create answers.
     prediction_id: Mapped[str | None] = mapped_column(String(64))
@@ -126,8 +148,53 @@ class Job(Base):
         Index("ix_jobs_prediction", "prediction_id"),
         Index("ix_jobs_key_created", "api_key_id", "created_at", "id"),
         Index("ix_jobs_submitted", "submitted_at"),  # 0002: creates-per-minute series in /v1/stats
+        # 0007: a batch's counts by status (index-only) and its results in input order.
+        Index("ix_jobs_batch_status", "batch_id", "status"),
+        Index("ix_jobs_batch_seq", "batch_id", "batch_seq"),
+        # 0007: metadata containment on PostgreSQL (jsonb_path_ops: smaller, and `@>` is all we ask).
+        Index("ix_jobs_meta", "meta", postgresql_using="gin", postgresql_ops={"meta": "jsonb_path_ops"}),
         Index("ix_jobs_key_status", "api_key_id", "status"),  # 0005: per-key queued/active counts
     )
+
+
+class Batch(Base):
+    """0007: jobs submitted together. Its status and counts are aggregated from its jobs (by batch_id),
+    never kept as counters; only what the jobs cannot tell is stored here."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    meta: Mapped[dict[str, str] | None] = mapped_column(META_JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Touched by every chunk written: a batch left "accepting" and idle (its API process died mid-body)
+    # is sealed by the sweep (models/batches.py:seal_abandoned), so it still finishes and calls back.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Set when the whole body was read: until then more jobs may still arrive (status "accepting").
+    sealed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lines: Mapped[int] = mapped_column(Integer, default=0)  # lines read (written once, at sealing)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)  # lines refused (written once, at sealing)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set once, by the compare-and-set that saw every job terminal (the batch callback fires there).
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)  # the body ended early (413, disconnect)
+
+    __table_args__ = (
+        Index("ix_batches_key_created", "api_key_id", "created_at", "id"),
+        Index("ix_batches_created", "created_at", "id"),
+        Index("ix_batches_open", "finished_at", "sealed_at"),
+    )
+
+
+class BatchError(Base):
+    """0007: a batch line that was refused, with its reasons: listed in the results at its place."""
+
+    __tablename__ = "batch_errors"
+
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fields: Mapped[list[dict[str, str]]] = mapped_column(JSON)  # [{"field", "reason"}]
 
 
 class JobOutput(Base):
@@ -154,3 +221,50 @@ class WorkerHeartbeat(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     beat_at: Mapped[float] = mapped_column(Float)
     since: Mapped[float] = mapped_column(Float)  # the start of its current unbroken run of beats
+
+
+class CallbackDelivery(Base):
+    """0006: the callback outbox. One row per event to deliver, inserted in the transaction that wrote
+    the job's status change, so an event is never lost to a crash between the two. Its `id` is the
+    Standard Webhooks `webhook-id` of every attempt; `body` is frozen at the first attempt, so every
+    retry carries the same bytes."""
+
+    __tablename__ = "callback_deliveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # msg_<hex>
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
+    event: Mapped[str] = mapped_column(String(16))  # running | terminal
+    url: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # A worker holds the row while its attempt runs; an expired lease is a worker that died mid-attempt.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When the sweeper last sent a delivery message for it (not again for a while: it may be queued).
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    body: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    error_code: Mapped[str | None] = mapped_column(String(32))  # callback_failed once given up
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint(_one_of("state", ["pending", "delivered", "failed"]), name="ck_callback_deliveries_state"),
+        Index("ix_callback_deliveries_job", "job_id"),
+        Index("ix_callback_deliveries_due", "state", "next_attempt_at"),
+    )
+
+
+class CallbackAttempt(Base):
+    """0006: one row per attempt that reached an outcome: when, the HTTP status (None: no answer), how long."""
+
+    __tablename__ = "callback_attempts"
+
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("callback_deliveries.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(String(200))

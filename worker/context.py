@@ -8,7 +8,7 @@ Celery's `worker_process_init` for prefork children (connections must be made af
 from __future__ import annotations
 
 import atexit
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -82,6 +82,13 @@ class WorkerContext:
     clock: DatabaseClock  # now, by the database's clock (worker.clock): what every step stamps
     ready: ReadyQueues  # queued jobs' lanes (sched.ready): the submit step puts back and releases
     worker_id: str | None = None  # this worker's heartbeat id (worker.heartbeat), recorded with its claims
+    # Callback POSTs (worker.services.callbacks): a pool of its own, no cookies, no redirects followed.
+    callback_http: httpx.Client = field(default_factory=lambda: _callback_client())
+
+
+def _callback_client() -> httpx.Client:
+    return CookielessClient(timeout=httpx.Timeout(10.0, connect=5.0), follow_redirects=False,
+                            transport=make_transport())
 
 
 def follow_strategy(settings: Settings) -> FollowStrategy:

@@ -18,20 +18,26 @@ FOLLOW_QUEUE = "genqueue.follow"
 # before new work: when many predictions finish at once (a burst of webhooks), each is recorded as
 # finished in a few ms and its copy waits here, instead of a copy blocking the next one's noticing.
 STORE_QUEUE = "genqueue.store"
+# Signed callbacks to callers' URLs (worker.services.callbacks): a queue of their own, read last, so a
+# slow or dead receiver never holds a job's own steps (`genqueue worker --queues callbacks` isolates them).
+CALLBACK_QUEUE = "genqueue.callbacks"
 # The order workers read the queues in (the "priority" queue order strategy in celery_app).
-ALL_QUEUES = (FOLLOW_QUEUE, STORE_QUEUE, QUEUE)
+ALL_QUEUES = (FOLLOW_QUEUE, STORE_QUEUE, QUEUE, CALLBACK_QUEUE)
 SUBMIT = "genqueue.submit"
 POLL = "genqueue.poll"
 STORE = "genqueue.store"
 CANCEL = "genqueue.cancel"
 OBSERVE = "genqueue.observe"
 SWEEP = "genqueue.sweep"
+CALLBACK = "genqueue.callback"  # deliver a job's due callbacks
 # The task that runs each lifecycle step (worker.lifecycle.decision.Step), by the step's name.
 TASK_FOR_STEP = {"submit": SUBMIT, "poll": POLL, "store": STORE}
 
 
 def queue_for(task: str) -> str:
     """The queue a task's messages travel on."""
+    if task == CALLBACK:
+        return CALLBACK_QUEUE
     return QUEUE if task == SUBMIT else STORE_QUEUE if task == STORE else FOLLOW_QUEUE
 
 

@@ -18,6 +18,7 @@ from genqueue.worker import enqueue
 from genqueue.worker.celery_app import MAX_COUNTDOWN, WorkerApp
 from genqueue.worker.context import WorkerContext
 from genqueue.worker.lifecycle.decision import Next, Step, retry_delay
+from genqueue.worker.services.callbacks import deliver_due
 from genqueue.worker.services.poll import poll
 from genqueue.worker.services.pushed import observe_pushed
 from genqueue.worker.services.store import copy_outputs, store
@@ -93,6 +94,17 @@ def register(app: WorkerApp) -> None:
     @app.task(name=enqueue.STORE)
     def store_task(job_id: str) -> None:
         _run(app.context, enqueue.STORE, job_id, store, Step.STORE)
+
+    @app.task(name=enqueue.CALLBACK)
+    def callback_task(job_id: str) -> None:
+        # A failure of any kind is left to the sweeper: the outbox row is due (or its lease runs out).
+        try:
+            retry = deliver_due(app.context, job_id)
+        except _DB_AWAY as exc:
+            log.warning("job=%s callback database unavailable (%s); the sweeper retries", job_id, type(exc).__name__)
+            return
+        if retry is not None:
+            app.context.enqueuer.send(enqueue.CALLBACK, [job_id], max(0.05, retry))
 
     @app.task(name=enqueue.SWEEP)
     def sweep_task() -> int:

@@ -107,8 +107,9 @@ class LiveStack:
 
 @contextmanager
 def live_stack(tmp: Path, db_url: str, redis_url: str, *, concurrency: int = 2,
-               sim_config: SimConfig | None = None) -> Iterator[LiveStack]:
-    """Simulator (thread) + `genqueue migrate` + an admin key + `genqueue api` + `genqueue worker`."""
+               sim_config: SimConfig | None = None, beat: bool = False) -> Iterator[LiveStack]:
+    """Simulator (thread) + `genqueue migrate` + an admin key + `genqueue api` + `genqueue worker`
+    (+ `genqueue beat`, whose sweep also records finished batches)."""
     sim = run_in_thread(sim_config or SimConfig(start_delay=0.2, predict_seconds=0.5))
     try:
         env = clean_env(
@@ -129,6 +130,8 @@ def live_stack(tmp: Path, db_url: str, redis_url: str, *, concurrency: int = 2,
         with Stack(env, log_dir) as stack:
             stack.add("api", "api", "--port", str(port))
             stack.add("worker", "worker", "--concurrency", str(concurrency))
+            if beat:
+                stack.add("beat", "beat")
             api_url = f"http://127.0.0.1:{port}"
             if not wait_http(f"{api_url}/healthz", 90):
                 raise AssertionError(f"api did not start\n{read_logs(log_dir)}")

@@ -78,16 +78,28 @@ def test_submit_empty_file(tmp_path: Path, cli_env: dict[str, str]) -> None:
     assert_one_line_error(proc, "empty.jsonl", "no jobs")
 
 
+def assert_bad_lines(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """A file with bad lines: one `genqueue: error: file:line: ...` line per bad line (each needle in its
+    own line, in order), then one line saying nothing was submitted; exit 2, no traceback."""
+    context = describe(proc)
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr, context
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == len(needles) + 1 and all(ln.startswith("genqueue: error: ") for ln in lines), context
+    for line, needle in zip(lines, needles, strict=False):
+        assert needle in line, context
+    assert "nothing was submitted" in lines[-1], context
+
+
 def test_submit_file_with_a_line_that_is_not_json(tmp_path: Path, cli_env: dict[str, str]) -> None:
     f = _jsonl(tmp_path / "bad.jsonl", [GOOD, GOOD, "{not json", GOOD])
     proc = run_cli("submit", "--file", str(f), env=cli_env, cwd=tmp_path)
-    assert_one_line_error(proc, "bad.jsonl:3")
+    assert_bad_lines(proc, "bad.jsonl:3")
 
 
 def test_submit_file_with_a_line_that_is_not_an_object(tmp_path: Path, cli_env: dict[str, str]) -> None:
-    f = _jsonl(tmp_path / "bad.jsonl", [GOOD, [1, 2]])
+    f = _jsonl(tmp_path / "bad.jsonl", [GOOD, [1, 2], "[]"])
     proc = run_cli("submit", "--file", str(f), env=cli_env, cwd=tmp_path)
-    assert_one_line_error(proc, "bad.jsonl:2", "JSON object")
+    assert_bad_lines(proc, "bad.jsonl:2: line: must be a JSON object", "bad.jsonl:3")
 
 
 @pytest.mark.parametrize("bad_line", [
@@ -102,7 +114,7 @@ def test_submit_file_with_an_invalid_request_names_the_line(tmp_path: Path, cli_
     # A blank line first, so that a 0-based job index (jobs.2) and the line number (4) differ.
     f = _jsonl(tmp_path / "bad.jsonl", ["", GOOD, GOOD, bad_line, GOOD])
     proc = run_cli("submit", "--file", str(f), env=cli_env, cwd=tmp_path)
-    assert_one_line_error(proc, "bad.jsonl:4")
+    assert_bad_lines(proc, "bad.jsonl:4")
 
 
 # --- settings --------------------------------------------------------------------------------------
@@ -187,7 +199,7 @@ def test_submit_wait_against_a_live_worker(tmp_path: Path, sqlite_url: str, redi
         assert rec["files"][0]["sha256"] == job["outputs"][0]["sha256"], (rec, job)
         assert rec["duplicates"] == 1, rec
 
-        # A JSONL file of three jobs, waited on together.
+        # A JSONL file of three jobs: one batch (its id on stdout), waited on together.
         f = _jsonl(tmp_path / "three.jsonl", [{"version": VERSION, "input": job_input(f"file {i}")}
                                               for i in range(3)])
         proc = run_cli("submit", "--file", str(f), "--wait", "--timeout", "120", env=live.env, cwd=tmp_path,
@@ -195,7 +207,9 @@ def test_submit_wait_against_a_live_worker(tmp_path: Path, sqlite_url: str, redi
         assert proc.returncode == 0, describe(proc) + live.logs()
         lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]  # rich's progress may leave a blank line
         assert lines[-1] == "statuses: succeeded=3", describe(proc)
-        assert len(lines) == 4 and len(set(lines[:3])) == 3, describe(proc)
+        assert len(lines) == 2, describe(proc)
+        batch = client.get(f"/v1/batches/{lines[0]}").json()
+        assert batch["counts"]["succeeded"] == 3 and batch["progress"] == 1, batch
 
         # --wait exits 1 when a job does not succeed: the simulator fails every prediction.
         live.set_sim(fail_rate=1.0)

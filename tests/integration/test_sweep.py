@@ -14,6 +14,8 @@ from sqlalchemy import delete, insert, select, update
 from genqueue.models.base import utcnow
 from genqueue.models.heartbeats import HEARTBEATS, db_epoch, read_beats
 from genqueue.models.tables import Job
+from genqueue.sched.plan import Pick
+from genqueue.sched.ready import entry
 from genqueue.worker.context import WorkerContext
 from genqueue.worker.heartbeat import Heartbeat, new_worker_id
 from genqueue.worker.services.sweep import sweep
@@ -39,9 +41,11 @@ def test_sweep_resends_overdue_steps_only(tmp_path: Path, db_url: str, redis_url
     done = _job(ctx, "succeeded", overdue=True)
     report = sweep(ctx)
     sent = set(ctx.enqueuer.sent)
-    assert sent == {("submit", jobs["queued"]), ("submit", jobs["submitting"]), ("poll", jobs["running"]),
-                    ("store", jobs["storing"])}
-    assert report.total == 4 and fresh not in {j for _, j in sent} and done not in {j for _, j in sent}
+    assert sent == {("submit", jobs["submitting"]), ("poll", jobs["running"]), ("store", jobs["storing"])}
+    # A queued job is not sent: it goes back to its lane, where the dispatcher gives it a create token.
+    assert report.requeued == {"enqueue": 1, "submit": 1, "poll": 1, "store": 1}
+    assert _in_lanes(ctx) == [jobs["queued"]]
+    assert fresh not in {j for _, j in sent} and done not in {j for _, j in sent}
     # Pushed forward: an immediate second sweep re-sends nothing.
     ctx.enqueuer.sent.clear()
     assert sweep(ctx).total == 0
@@ -50,15 +54,27 @@ def test_sweep_resends_overdue_steps_only(tmp_path: Path, db_url: str, redis_url
         assert s.get(Job, jobs["queued"]).deliveries == 0  # waiting in a queue does not
 
 
-def test_queued_backlog_in_the_broker_is_not_resent(tmp_path: Path, db_url: str, redis_url: str) -> None:
+def _in_lanes(ctx: WorkerContext) -> list[str]:
+    return [job_id for lane in ctx.ready.lanes(1000) for job_id, _ in lane.heads]
+
+
+def test_overdue_queued_jobs_are_put_back_only_where_they_are_missing(tmp_path: Path, db_url: str,
+                                                                      redis_url: str) -> None:
     ctx = _ctx(tmp_path, db_url, redis_url)
-    queued = [_job(ctx, "queued", overdue=True) for _ in range(3)]
-    client = redis.Redis.from_url(redis_url)
-    client.rpush("genqueue", *[b"msg"] * 3)  # their messages are still waiting in the list
-    assert sweep(ctx).total == 0
-    client.delete("genqueue")  # Redis restarted empty: every message gone
-    assert {j for _, j in ctx.enqueuer.sent} == set() and sweep(ctx).total == 3
-    assert {j for _, j in ctx.enqueuer.sent} == set(queued)
+    waiting, dispatched, lost = (_job(ctx, "queued", overdue=True) for _ in range(3))
+    with ctx.sessions() as s:
+        rows = {j.id: j for j in s.scalars(select(Job).where(Job.id.in_([waiting, dispatched, lost])))}
+    entries = {i: entry(i, 5, None, rows[i].created_at.timestamp()) for i in rows}
+    ctx.ready.add([entries[waiting], entries[dispatched]])
+    lane = ctx.ready.lanes(10)[0]
+    assert ctx.ready.take([Pick(lane, dispatched)]) == [dispatched]  # in flight: its submit is on its way
+    assert sweep(ctx).requeued == {"enqueue": 1}
+    assert sorted(_in_lanes(ctx)) == sorted([waiting, lost])  # the dispatched one is not doubled
+    assert ctx.enqueuer.sent == []  # no submit message: only the dispatcher sends those
+    redis.Redis.from_url(redis_url).flushdb()  # Redis restarted empty: the audit finds them again later
+    with ctx.sessions.begin() as s:
+        s.execute(update(Job).where(Job.id.in_(list(rows))).values(next_check_at=utcnow() - timedelta(seconds=5)))
+    assert sweep(ctx).requeued == {"enqueue": 3}
 
 
 def test_storing_backlog_in_the_store_queue_is_not_resent(tmp_path: Path, db_url: str, redis_url: str) -> None:

@@ -70,6 +70,9 @@ def test_dashboard_in_chromium(served: tuple[Ops, str]) -> None:
             for status, n in EXPECTED_COUNTS.items():
                 expect(page.locator(f"[data-tile={status}] .value")).to_have_text(str(n))
             expect(page.locator("[data-tile=queue_depth] .value")).to_have_text("2")
+            # The scheduling panel: the two queued jobs by priority, and the dispatch rate against the budget.
+            expect(page.locator("#sched")).to_contain_text("priority 5")
+            expect(page.locator("#dispatch")).to_contain_text("/min create budget")
             expect(page.locator("[data-tile=stuck] .value")).to_have_text("1")
             # charts drawn: bars in the throughput chart, p50 lines in the latency chart
             assert page.locator("#chart-throughput svg rect").count() >= 5

@@ -23,12 +23,13 @@ from typing import Any
 import redis
 from sqlalchemy import ColumnElement, and_, or_, select, update
 
+from genqueue.models import batches, callbacks
 from genqueue.models.heartbeats import close_create_window, forget_silent, open_claims, read_beats
 from genqueue.models.jobs import JOBS, QUEUED_AUDIT, STUCK_AFTER
 from genqueue.models.status import JobStatus
 from genqueue.sched.ready import entry
 from genqueue.worker.context import WorkerContext
-from genqueue.worker.enqueue import FOLLOW_QUEUE, QUEUE, STORE_QUEUE, TASK_FOR_STEP
+from genqueue.worker.enqueue import CALLBACK, FOLLOW_QUEUE, QUEUE, STORE_QUEUE, TASK_FOR_STEP
 from genqueue.worker.lifecycle.decision import Step
 from genqueue.worker.lifecycle.liveness import dead_workers
 
@@ -104,7 +105,10 @@ def sweep(ctx: WorkerContext, *, batch: int = 2000) -> SweepReport:
     now = database_now(ctx)
     report = SweepReport()
     _release_dead_claims(ctx, now, report)
+    _dispatch_callbacks(ctx, now, report)
     _audit_queued(ctx, now, report, batch)
+    with ctx.sessions.begin() as session:
+        batches.close_finished(session, now)  # the batch callback's trigger (models/batches.py)
     with ctx.sessions.begin() as session:
         rows = session.execute(
             select(JOBS.c.id, JOBS.c.status, JOBS.c.next_check_at)
@@ -157,6 +161,22 @@ def _audit_queued(ctx: WorkerContext, now: datetime, report: SweepReport, batch:
 def _is_lost(row: Any, now: datetime) -> bool:
     return row.next_check_at is None or row.next_check_at < now - STUCK_AFTER
 
+
+
+# A due callback whose message was sent this long ago and still nobody claimed it: sent again.
+CALLBACK_REDISPATCH = timedelta(seconds=30)
+
+
+def _dispatch_callbacks(ctx: WorkerContext, now: datetime, report: SweepReport) -> None:
+    """Send the callback step for due deliveries nobody carries: new outbox rows (their status change
+    was committed by a step or the API), retries too far out for a countdown, and rows of a worker
+    that died mid-attempt (its lease ran out)."""
+    with ctx.sessions.begin() as session:
+        job_ids = callbacks.dispatch_overdue(session, now, CALLBACK_REDISPATCH)
+    for job_id in job_ids:
+        ctx.enqueuer.send(CALLBACK, [job_id])
+    if job_ids:
+        report.requeued["callback"] = report.requeued.get("callback", 0) + len(job_ids)
 
 
 def _release_dead_claims(ctx: WorkerContext, now: datetime, report: SweepReport) -> None:

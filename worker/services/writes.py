@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
+from genqueue.models import callbacks
 from genqueue.models.base import utcnow
 from genqueue.models.jobs import JOBS, compare_and_set
 from genqueue.worker.context import WorkerContext
@@ -36,13 +37,29 @@ def _values(d: Decision) -> dict[str, Any]:
 
 def write(session: Session, job_id: str, d: Decision) -> bool:
     """The decision's compare-and-set, in the caller's transaction; True if it matched."""
-    return bool(compare_and_set(session, job_id, d.expect, _values(d), to=d.to, guard=d.guard))
+    if callbacks.event_for(d.to) is None:
+        return bool(compare_and_set(session, job_id, d.expect, _values(d), to=d.to, guard=d.guard))
+    return write_returning(session, job_id, d) is not None
 
 
 def write_returning(session: Session, job_id: str, d: Decision) -> JobSnapshot | None:
     """The same, returning the job as written (None when it did not match)."""
     row = compare_and_set(session, job_id, d.expect, _values(d), to=d.to, guard=d.guard, returning=True)
-    return JobSnapshot.from_row(row) if row is not None and not isinstance(row, bool) else None
+    if row is None or isinstance(row, bool):
+        return None
+    _callback_outbox(session, row, d)
+    return JobSnapshot.from_row(row)
+
+
+def _callback_outbox(session: Session, row: Row[Any], d: Decision) -> None:
+    """A status change that triggers a callback queues it in the same transaction (the durable outbox,
+    models.callbacks); the delivery runs later on the callbacks queue, never in this step. The row
+    comes back with the UPDATE (RETURNING), so a job without a callback costs no statement."""
+    event = callbacks.event_for(d.to)
+    if event is None or not row.callback_url:
+        return
+    if event == callbacks.TERMINAL_EVENT or row.callback_on_running:
+        callbacks.add(session, row.id, row.api_key_id, row.callback_url, event, utcnow())
 
 
 def commit(ctx: WorkerContext, job: JobSnapshot, d: Decision | None) -> Next:

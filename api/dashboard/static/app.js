@@ -123,6 +123,9 @@
     table($("failures"), ["code", "n", "latest message"], s.failures.map(function (f) {
       return row([f.error_code, f.count, h("span", {cls: "msg", title: f.latest_message || "", text: f.latest_message || "–"})]);
     }));
+    var cb = s.callbacks || {};
+    table($("callbacks"), ["pending", "delivered", "gave up", "failed attempts"],
+      [row([cb.pending || 0, cb.delivered || 0, cb.failed || 0, cb.failed_attempts || 0])]);
     table($("models"), ["model", "jobs", "ok", "failed", "p50 predict", "spend"], s.models.map(function (m) {
       var spend = (s.cost.by_model.filter(function (c) { return c.model === m.model; })[0] || {}).spend;
       return row([m.model, m.total, m.by_status.succeeded, m.by_status.failed, secs(m.p50_predict_time), money(spend)]);
@@ -130,6 +133,18 @@
     table($("keys"), ["key", "jobs", "billed", "spend"], s.cost.by_api_key.map(function (k) {
       return row([k.name || k.api_key_id || "–", k.jobs, secs(k.billed_seconds), money(k.spend)]);
     }));
+    var sc = s.scheduling;
+    if (sc) {
+      $("dispatch").textContent = "dispatching " + sc.dispatch_per_min + "/min of a " + sc.create_budget_per_min +
+        "/min create budget" + (sc.dispatch_share_of_budget != null ? " (" + Math.round(100 * sc.dispatch_share_of_budget) + "%)" : "");
+      var names = {};
+      s.cost.by_api_key.forEach(function (k) { names[k.api_key_id] = k.name; });
+      table($("sched"), ["queued", "n"], Object.keys(sc.queued_by_priority).map(function (p) {
+        return row(["priority " + p, sc.queued_by_priority[p]]);
+      }).concat(Object.keys(sc.queued_by_key).map(function (k) {
+        return row(["key " + (names[k] || k), sc.queued_by_key[k]]);
+      })));
+    }
     var dl = $("model-list"); dl.textContent = "";
     s.models.forEach(function (m) { dl.appendChild(h("option", {value: m.model})); });
     var b = $("banner");
