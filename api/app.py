@@ -15,6 +15,7 @@ from genqueue.api import (
     dashboard,
     routes_batches,
     routes_callbacks,
+    routes_events,
     routes_health,
     routes_jobs,
     routes_metrics,
@@ -22,11 +23,13 @@ from genqueue.api import (
     routes_stats,
     routes_webhooks,
 )
+from genqueue.api.admission import Admission
 from genqueue.api.auth import AuthBeforeBody
 from genqueue.api.bodylimit import BodySizeLimit
 from genqueue.api.deps import ApiParts
 from genqueue.api.errors import install_error_handlers
 from genqueue.api.estimates import Estimator
+from genqueue.api.events_hub import EventHub
 from genqueue.api.guards import CatchAll, RejectNul
 from genqueue.api.ratelimit import RateLimiter
 from genqueue.api.webhook_auth import WebhookSecret
@@ -48,6 +51,7 @@ def create_app(parts: ApiParts) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.events.close()
             parts.close()
 
     settings = parts.settings
@@ -61,16 +65,19 @@ def create_app(parts: ApiParts) -> FastAPI:
     app.state.limiter = RateLimiter(parts.redis, settings.api_rate_per_min)
     app.state.estimator = Estimator(parts.redis, settings)
     app.state.webhook_secret = WebhookSecret(settings)
+    app.state.events = EventHub(settings.redis_url, parts.sessions)  # started by the first waiter/subscriber
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        streamed={routes_batches.CREATE_PATH: settings.max_batch_bytes})
     app.add_middleware(AuthBeforeBody)  # outside BodySizeLimit: no body is read before auth
+    app.add_middleware(Admission)  # outside AuthBeforeBody: the key lookup is a request's first SQL
     app.add_middleware(RejectNul)
     app.add_middleware(CatchAll)  # added last, so outermost: it also covers the middlewares above
     app.include_router(routes_health.router)
     app.include_router(routes_jobs.router)
     app.include_router(routes_callbacks.router)
     app.include_router(routes_batches.router)
+    app.include_router(routes_events.router)
     app.include_router(routes_outputs.router)
     app.include_router(routes_stats.router)
     app.include_router(routes_metrics.router)

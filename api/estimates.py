@@ -24,9 +24,10 @@ from genqueue.models.status import JobStatus
 from genqueue.models.tables import Job
 from genqueue.sched.plan import Depth, KeyRule, effective_priority, jobs_ahead, start_delay
 from genqueue.sched.ready import NO_KEY, ReadyQueues, entry
+from genqueue.worker.budget import DOCUMENTED_PER_MIN
 from genqueue.worker.dispatcher import STATS_KEY
 from genqueue.worker.durations import Durations
-from genqueue.worker.ratelimit import HEADROOM
+from genqueue.worker.ratelimit import HEADROOM, RateLimiter
 
 RULES_TTL = 5.0
 
@@ -47,8 +48,18 @@ class Estimator:
         self._redis = client
         self._durations = Durations(client)
         self._aging = settings.priority_aging
-        self._budget = settings.create_rate_per_min * HEADROOM / 60.0
+        # The create budget as the fleet has learned it from the account (worker.budget), capped.
+        self._limiter = RateLimiter(client, create_per_min=settings.create_rate_per_min,
+                                    read_per_min=settings.read_rate_per_min)
         self._rules: tuple[float, dict[str, KeyLimits]] = (0.0, {})
+
+    @property
+    def _budget(self) -> float:
+        """Creates per second the fleet grants now (the headroom applied)."""
+        try:
+            return self._limiter.rate_per_min("create") / 60.0
+        except redis.RedisError:
+            return DOCUMENTED_PER_MIN["create"] * HEADROOM / 60.0
 
     def rate(self) -> float:
         """Dispatches per second: what the dispatcher measured, else the budget."""
@@ -76,7 +87,7 @@ class Estimator:
             "queued_by_priority": dict(sorted(by_priority.items(), key=lambda kv: -int(kv[0]))),
             "queued_by_key": dict(sorted(by_key.items(), key=lambda kv: -kv[1])),
             "dispatch_per_min": round(rate * 60, 1),
-            "create_budget_per_min": budget,
+            "create_budget_per_min": round(budget, 3),
             "dispatch_share_of_budget": round(rate * 60 / budget, 3) if budget else None,
             "dispatcher": stats.get("leader"),
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from typing import Annotated, Any, Literal, cast
@@ -12,11 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from genqueue.api import admission
 from genqueue.api.auth import Principal, require
-from genqueue.api.deps import JobEnqueuer, get_enqueuer, get_intake, get_session, session_factory
+from genqueue.api.deps import JobEnqueuer, close_session, get_enqueuer, get_intake, get_session, session_factory
 from genqueue.api.errors import ApiError, ErrorResponse
 from genqueue.api.estimates import Estimator
+from genqueue.api.events_hub import EventHub
 from genqueue.api.pagination import decode_cursor, encode_cursor
+from genqueue.api.prefer import parse_wait
 from genqueue.api.queries import list_jobs, metadata_query, visible_job, visible_jobs
 from genqueue.api.views import (
     LIST_INPUT_MAX_BYTES,
@@ -27,13 +31,14 @@ from genqueue.api.views import (
     accepted_view,
     job_view,
 )
+from genqueue.core.events import publish, publish_many
 from genqueue.intake import Intake, JobRequest
 from genqueue.intake.service import MAX_BATCH
 from genqueue.models import callbacks
 from genqueue.models.base import utcnow
 from genqueue.models.jobs import finish_timings, touch, transition
 from genqueue.models.keys import Role
-from genqueue.models.status import JobStatus
+from genqueue.models.status import TERMINAL_NAMES, JobStatus
 from genqueue.models.tables import Job
 from genqueue.sched.ready import ReadyQueues, entry
 
@@ -48,6 +53,10 @@ IdempotencyKey = Annotated[str | None, Header(
     description="Retry-safe creates: the same key and body return the same job(s); another body is 409",
 )]
 JobId = Annotated[str, Path(max_length=64)]
+Prefer = Annotated[str | None, Header(
+    alias="Prefer", max_length=200,
+    description="`wait=N` (1-60; bare `wait` = 60): answer once the job is terminal or N seconds passed",
+)]
 
 
 _ACCEPTED: dict[int | str, dict[str, Any]] = {202: {"headers": {"Idempotent-Replayed": {
@@ -80,6 +89,7 @@ def _accept(request: Request, session: Session, principal: Principal, intake: In
                                   batch=batch, session=session, max_queued=principal.max_queued,
                                   callback_key=principal.callbacks)
     if created:
+        publish_many(request.app.state.redis, [(j.id, j.status) for j in jobs])
         return [accepted_view(j) for j in jobs], True
     rows = visible_jobs(session, [j.id for j in jobs], principal)
     url = output_url(request)
@@ -93,13 +103,17 @@ def _accept(request: Request, session: Session, principal: Principal, intake: In
              summary="Create a job")
 async def create_job(body: JobRequest, request: Request, response: Response, session: Session_,
                      principal: Submitter, intake: Annotated[Intake, Depends(get_intake)],
-                     idempotency_key: IdempotencyKey = None) -> JobView:
-    """Record the job and queue it; answers once it is durable. A replay carries `Idempotent-Replayed: true`."""
+                     idempotency_key: IdempotencyKey = None, prefer: Prefer = None) -> JobView:
+    """Record the job and queue it; answers once it is durable. A replay carries `Idempotent-Replayed: true`.
+    With `Prefer: wait=N` the answer (still 202) waits until the job is terminal or N seconds passed."""
+    wait = parse_wait(prefer)
     views, created = await run_in_threadpool(_accept, request, session, principal, intake, [body],
                                              idempotency_key, False)
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
-    return views[0]
+    if wait is None:
+        return views[0]
+    return await _wait_view(request, response, session, principal, views[0].id, wait)
 
 
 @router.post("/batch", status_code=202, responses={**_ACCEPTED, **_errors(401, 403, 409, 413, 422, 429)},
@@ -143,8 +157,7 @@ def get_jobs(
     return JobPage(jobs=jobs, next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", responses=_errors(401, 404, 429), summary="Get a job")
-def get_job(job_id: JobId, request: Request, session: Session_, principal: Reader) -> JobView:
+def _read_view(request: Request, session: Session, job_id: str, principal: Principal) -> JobView:
     job = visible_job(session, job_id, principal)
     estimates = _estimator(request).for_jobs(session, [job])
     return job_view(job, output_url(request), show_storage=principal.sees_all, estimate=estimates.get(job.id))
@@ -152,6 +165,48 @@ def get_job(job_id: JobId, request: Request, session: Session_, principal: Reade
 
 def _estimator(request: Request) -> Estimator:
     return cast(Estimator, request.app.state.estimator)
+
+
+def _read_view_once(request: Request, job_id: str, principal: Principal) -> JobView:
+    """The same in a session opened and closed within this one trip to the threadpool (api/admission.py)."""
+    with session_factory(request)() as session:
+        return _read_view(request, session, job_id, principal)
+
+
+async def _wait_view(request: Request, response: Response, session: Session, principal: Principal, job_id: str,
+                     wait: int) -> JobView:
+    """The job once it is terminal or `wait` seconds passed. The wait holds neither a thread nor a SQL
+    connection: a future the event hub sets to the job it read (api/events_hub.py), registered before
+    the first read."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    hub = cast(EventHub, request.app.state.events)
+    response.headers["Preference-Applied"] = f"wait={wait}"
+    done = await hub.watch(job_id)
+    try:
+        view = await run_in_threadpool(_read_view, request, session, job_id, principal)
+        if view.status in TERMINAL_NAMES:
+            return view
+        await close_session(session)  # gives the connection back to the pool for the wait
+        admission.release(request)
+        await asyncio.wait({done}, timeout=max(0.0, deadline - loop.time()))
+        job = done.result() if done.done() else None
+        if job is not None:  # read by the hub for every waiter woken with it; visible: checked above
+            return job_view(job, output_url(request), show_storage=principal.sees_all)
+        return await run_in_threadpool(_read_view_once, request, job_id, principal)
+    finally:
+        hub.unwatch(job_id, done)
+
+
+@router.get("/{job_id}", responses=_errors(401, 404, 422, 429), summary="Get a job")
+async def get_job(job_id: JobId, request: Request, response: Response, session: Session_, principal: Reader,
+                  prefer: Prefer = None) -> JobView:
+    """With `Prefer: wait=N` the answer waits until the job is terminal or N seconds passed
+    (`Preference-Applied: wait=N`)."""
+    wait = parse_wait(prefer)
+    if wait is None:
+        return await run_in_threadpool(_read_view, request, session, job_id, principal)
+    return await _wait_view(request, response, session, principal, job_id, wait)
 
 
 @router.post("/{job_id}/cancel", status_code=202, responses={
@@ -170,12 +225,14 @@ def cancel_job(job_id: JobId, request: Request, response: Response, session: Ses
             if _cancel_queued(request, job, now):
                 session.commit()  # ends the read, so the answer below reads the job as canceled
                 _leave_lane(request, job)
+                publish(request.app.state.redis, job_id, JobStatus.CANCELED.value)
                 log.info("job canceled while queued job=%s", job_id)
                 response.status_code = 200
                 break
         elif status in (JobStatus.SUBMITTING, JobStatus.RUNNING):
             if job.cancel_requested_at is not None or touch(session, job_id, status, cancel_requested_at=now):
                 session.commit()
+                publish(request.app.state.redis, job_id, status.value)  # the job JSON's cancel_requested
                 _send_cancel(enqueuer, job_id)
                 break
         else:

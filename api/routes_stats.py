@@ -66,7 +66,8 @@ def get_stats(
     if f.since and f.until and f.since >= f.until:
         raise ApiError(422, "validation_error", "empty time range", [FieldError("since", "must be before until")])
     result = report(session, f, price_per_second=settings.price_per_second,
-                    create_rate_per_min=settings.create_rate_per_min, stuck_after=STUCK_AFTER.total_seconds(), now=now)
+                    create_rate_per_min=settings.create_budget_per_min, stuck_after=STUCK_AFTER.total_seconds(),
+                    now=now)
     estimator: Estimator = request.app.state.estimator
     result["scheduling"] = estimator.scheduling(session, api_key_id)
     return result

@@ -105,7 +105,7 @@ def _verdict(ok: bool | None) -> str:
 def render(store: dict[str, Any]) -> str:
     w = {k: v["report"] for k, v in store["workloads"].items()}
     runs = store["workloads"]
-    w1, w2, w3, w4, w5 = (w.get(k) for k in ("1", "2", "3", "4", "5"))
+    w1, w2, w3, w4, w5, w9 = (w.get(k) for k in ("1", "2", "3", "4", "5", "9"))
     mach = next(iter(runs.values()))["machine"] if runs else {}
     out: list[str] = []
     add = out.append
@@ -162,6 +162,11 @@ def render(store: dict[str, Any]) -> str:
     row("W3 batch submit (1000/request)", "≥ 2,000 jobs/s", _fmt(b, " jobs/s"), b >= 2000 if b else None)
     p99 = _get(w3, "single", "latency_ms", "p99")
     row("W3 single submit p99 (16 clients)", "< 50 ms", _fmt(p99, " ms"), p99 < 50 if p99 is not None else None)
+    t9 = _get(w9, "sim_429_by_kind", "create")
+    if w9:
+        row("W9 low-credit account (6 creates/min, burst 1): all succeed, create 429s", "≤ 2",
+            f"{_get(w9, 'succeeded')}/{_get(w9, 'jobs')} succeeded, {t9} 429s, "
+            f"{_fmt(_get(w9, 'creates_per_min_measured'))} creates/min", bool(_get(w9, "passed")))
     add("")
     scaled = [f"W{k} ran at scale {v['report'].get('config', {}).get('scale')}" for k, v in sorted(runs.items())
               if v["report"].get("config", {}).get("scale") not in (1, 1.0)]
@@ -228,6 +233,13 @@ def render(store: dict[str, Any]) -> str:
             f"{_fmt(sg['latency_ms']['p50'], ' ms')} | {_fmt(sg['latency_ms']['p99'], ' ms')} | "
             f"{_fmt(sg['api_cpu_ms_per_job'])} |")
         add("")
+    if w9:
+        add("## Workload 9: a low-credit account\n")
+        add(f"{w9['title']}. The fleet learns the account from the answers' ratelimit headers "
+            f"(`worker/budget.py`): learned {w9['learned_create_per_min']} creates/min; measured at the simulator "
+            f"{w9['creates_per_min_measured']} creates/min over {w9['first_to_last_create_seconds']} s; 429s by kind "
+            f"{w9['sim_429_by_kind']}; succeeded {w9['succeeded']}/{w9['jobs']}, creates per job max "
+            f"{w9['creates_per_job_max']}; drain {w9['drain_seconds']} s; config {w9['config']}.\n")
     add("## How these were produced\n")
     for k, v in sorted(runs.items()):
         load = v["report"].get("loadavg_before_after") or [v["machine"].get("loadavg_at_start")]

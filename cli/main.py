@@ -123,6 +123,8 @@ def simulator(host: str = "127.0.0.1", port: Annotated[int, typer.Option(min=1, 
               predict_seconds: float = 1.8, start_delay: float = 0.5,
               set_: Annotated[list[str] | None,
                               typer.Option("--set", help="knob=value (JSON value), repeatable")] = None,
+              preset: Annotated[str | None, typer.Option(
+                  help="rate limits of an account kind: normal, or low_credit (6 creates/min, burst 1)")] = None,
               ) -> None:
     """Run the Replicate-compatible simulator (token r8_sim_fake_token)."""
     from genqueue.simulator.config import SimConfig
@@ -130,7 +132,7 @@ def simulator(host: str = "127.0.0.1", port: Annotated[int, typer.Option(min=1, 
 
     try:
         cfg = SimConfig(predict_seconds=predict_seconds, start_delay=start_delay)
-        changes = {}
+        changes: dict[str, object] = {} if preset is None else {"preset": preset}
         for item in set_ or []:
             key, sep, raw = item.partition("=")
             if not sep:

@@ -70,8 +70,10 @@ class Settings(BaseSettings):
     output_max_bytes: int = Field(50 * 1024 * 1024, gt=0, validation_alias=_alias("OUTPUT_MAX_BYTES"))
 
     # --- scheduling --------------------------------------------------------------------------
-    create_rate_per_min: int = Field(600, gt=0, validation_alias=_alias("GENQUEUE_CREATE_RATE_PER_MIN"))
-    read_rate_per_min: int = Field(3000, gt=0, validation_alias=_alias("GENQUEUE_READ_RATE_PER_MIN"))
+    # Optional caps on the fleet's Replicate budgets (requests/min). The budgets themselves are learned
+    # from the account's answers (worker.budget); unset, Replicate's documented 600/3000 is the most spent.
+    create_rate_per_min: int | None = Field(None, gt=0, validation_alias=_alias("GENQUEUE_CREATE_RATE_PER_MIN"))
+    read_rate_per_min: int | None = Field(None, gt=0, validation_alias=_alias("GENQUEUE_READ_RATE_PER_MIN"))
     # Webhooks: the API's public base URL as Replicate should call it (https://genqueue.example.com).
     # When set, every create asks Replicate to POST the finished prediction to
     # <url>/v1/replicate/webhook?job=<id>; polls then become a safety net (below). Unset = poll only.
@@ -111,6 +113,11 @@ class Settings(BaseSettings):
     def _upper(cls, v: object) -> object:
         return v.upper() if isinstance(v, str) else v
 
+    @field_validator("create_rate_per_min", "read_rate_per_min", mode="before")
+    @classmethod
+    def _no_cap(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v  # set but empty: no cap
+
     @field_validator("replicate_base_url")
     @classmethod
     def _base_url(cls, v: str) -> str:
@@ -149,6 +156,11 @@ class Settings(BaseSettings):
         return v
 
     # --- derived values (kept here so every consumer derives them the same way) ---------------
+    @property
+    def create_budget_per_min(self) -> int:
+        """The create budget the ops figures compare against: the cap, else Replicate's documented 600."""
+        return self.create_rate_per_min if self.create_rate_per_min is not None else 600
+
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'genqueue.db').resolve()}"

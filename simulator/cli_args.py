@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from genqueue.simulator.config import SimConfig
+from genqueue.simulator.config import LIMIT_PRESETS, SimConfig, limit_preset
 
 
 def _option(name: str) -> str:
@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8008)
     group = parser.add_argument_group("simulator knobs (see simulator.config.SimConfig)")
+    group.add_argument("--preset", choices=sorted(LIMIT_PRESETS), default=None,
+                       help="rate limits of an account kind (low_credit: 6 creates/min, burst 1); "
+                            "the individual limit options override it")
     for spec in dataclasses.fields(SimConfig):
         kind = str(spec.type)
         if spec.name == "tokens":
@@ -36,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(ns: argparse.Namespace) -> SimConfig:
     """SimConfig from parsed arguments; options not given keep SimConfig's defaults."""
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = limit_preset(ns.preset) if getattr(ns, "preset", None) else {}
     for spec in dataclasses.fields(SimConfig):
         value = getattr(ns, spec.name, None)
         if value is None:

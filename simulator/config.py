@@ -28,6 +28,17 @@ PROBABILITIES = (
 )
 
 
+# Named sets of rate-limit knobs (`preset` in `update`, `--preset` on the command line), from Replicate's
+# documentation: 600 creates/min and 3000 other requests/min; an account short of credit may create
+# only 6 a minute, with a burst of 1.
+LIMIT_PRESETS: dict[str, dict[str, Any]] = {
+    "normal": {"create_limit_per_min": 600.0, "create_burst": None, "read_limit_per_min": 3000.0,
+               "read_burst": None, "rate_limit_enabled": True},
+    "low_credit": {"create_limit_per_min": 6.0, "create_burst": 1.0, "read_limit_per_min": 3000.0,
+                   "read_burst": None, "rate_limit_enabled": True},
+}
+
+
 @dataclass
 class SimConfig:
     # --- auth -------------------------------------------------------------------------------
@@ -63,7 +74,7 @@ class SimConfig:
     output_mode: str = "url"
     """jigsawstack output: "url" (one URL string), "list" (2 URLs) or "data_uri"."""
 
-    # --- rate limits (token buckets, per API token) -----------------------------------------
+    # --- rate limits (token buckets, per API token; see ratelimit.py for the headers) -------------
     create_limit_per_min: float = 600.0
     read_limit_per_min: float = 3000.0
     create_burst: float | None = None
@@ -110,6 +121,10 @@ class SimConfig:
                 raise ValueError(f"{name} must be >= 0")
         if self.create_limit_per_min <= 0 or self.read_limit_per_min <= 0:
             raise ValueError("rate limits must be > 0")
+        for name in ("create_burst", "read_burst"):
+            burst = getattr(self, name)
+            if burst is not None and burst < 1:
+                raise ValueError(f"{name} must be >= 1 (a bucket must hold one request)")
         if self.webhook_retry_seconds < 0:
             raise ValueError("webhook_retry_seconds must be >= 0")
         # A zero backoff would retry a failing receiver in a tight loop for the whole window.
@@ -118,7 +133,11 @@ class SimConfig:
         secret_key(self.webhook_secret)
 
     def update(self, changes: dict[str, Any]) -> None:
-        """Apply a partial update (JSON-ish values); raises ValueError on unknown keys/bad values."""
+        """Apply a partial update (JSON-ish values); raises ValueError on unknown keys/bad values.
+        ``preset`` (a name in LIMIT_PRESETS) sets its rate-limit knobs first; other keys then apply."""
+        changes = dict(changes)
+        if "preset" in changes:
+            changes = {**limit_preset(changes.pop("preset")), **changes}
         known = {f.name: f for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - set(known))
         if unknown:
@@ -152,6 +171,13 @@ class SimConfig:
 
     def read_capacity(self) -> float:
         return self.read_burst if self.read_burst is not None else max(1.0, self.read_limit_per_min)
+
+
+def limit_preset(name: object) -> dict[str, Any]:
+    """The rate-limit knobs of a named preset; ValueError naming the choices otherwise."""
+    if not isinstance(name, str) or name not in LIMIT_PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(LIMIT_PRESETS)}, got {name!r}")
+    return dict(LIMIT_PRESETS[name])
 
 
 def _coerce(spec: dataclasses.Field[Any], value: Any) -> Any:

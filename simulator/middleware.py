@@ -131,6 +131,7 @@ class SimMiddleware:
             decision = Decision(False, 0, decision.reset, 1)
         rate_headers = _rate_headers(decision)
         if not decision.allowed:
+            sim.stats.throttled_by_kind[kind] = sim.stats.throttled_by_kind.get(kind, 0) + 1
             wait = str(decision.retry_after).encode()
             body = dumps(throttled_body(decision.retry_after))
             await _send_simple(send, 429, body, PROBLEM, [(b"retry-after", wait), *rate_headers])

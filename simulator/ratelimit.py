@@ -1,4 +1,12 @@
-"""Token buckets per (API token, kind): "create" for prediction creates, "read" for the rest."""
+"""Token buckets per (API token, kind): "create" for prediction creates, "read" for the rest.
+
+What every answer's headers mean here (Replicate sends both on every response, reference §1):
+``ratelimit-remaining`` is the whole requests the bucket of that kind still holds after this one,
+``ratelimit-reset`` the whole seconds (rounded up) until that bucket is full again; a 429 adds
+``Retry-After``, the whole seconds (at least 1) until one request fits. The limits default to the
+documented ones (§7: 600 creates/min, 3000 reads/min); `config.LIMIT_PRESETS["low_credit"]` is
+the account short of credit (6 creates/min, burst 1).
+"""
 
 from __future__ import annotations
 
@@ -31,11 +39,15 @@ class RateLimiter:
         self.config = config
         self.clock = clock
         self.buckets: dict[tuple[str, str], Bucket] = {}
-        self.throttled = 0
+        self.throttled_by_kind: dict[str, int] = {"create": 0, "read": 0}
+
+    @property
+    def throttled(self) -> int:
+        return sum(self.throttled_by_kind.values())
 
     def reset(self) -> None:
         self.buckets.clear()
-        self.throttled = 0
+        self.throttled_by_kind = {"create": 0, "read": 0}
 
     def _params(self, kind: str) -> tuple[float, float]:
         cfg = self.config
@@ -55,7 +67,7 @@ class RateLimiter:
         if allowed and self.config.rate_limit_enabled:
             bucket.tokens -= 1.0
         elif not allowed:
-            self.throttled += 1
+            self.throttled_by_kind[kind] = self.throttled_by_kind.get(kind, 0) + 1
         reset = math.ceil(max(0.0, capacity - bucket.tokens) / rate)
         retry_after = max(1, math.ceil((1.0 - bucket.tokens) / rate)) if not allowed else 0
         return Decision(allowed, max(0, int(bucket.tokens)), reset, retry_after)

@@ -49,6 +49,8 @@ class Stats:
     creates_lost: int = 0
     dropped: int = 0
     throttled_faults: int = 0
+    throttled_by_kind: dict[str, int] = field(default_factory=lambda: {"create": 0, "read": 0})
+    """Every 429 answered (rate limit and fault_429), by budget kind."""
 
     def count(self, endpoint: str, status: int | str) -> None:
         per = self.requests.setdefault(endpoint, {})
@@ -77,6 +79,8 @@ class SimState:
             "requests": self.stats.requests,
             "throttled_429": total_429,
             "throttled_rate_limit": self.limiter.throttled,
+            "throttled_429_by_kind": dict(self.stats.throttled_by_kind),
+            "throttled_rate_limit_by_kind": dict(self.limiter.throttled_by_kind),
             "throttled_fault": self.stats.throttled_faults,
             "creates": self.stats.creates,
             "creates_lost": self.stats.creates_lost,

@@ -19,11 +19,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from genqueue.core.settings import Settings
 from genqueue.sched.ready import ReadyQueues
 from genqueue.worker import metrics
+from genqueue.worker.budget import kind_of, parse_seen
 from genqueue.worker.clock import DatabaseClock
 from genqueue.worker.durations import Durations
 from genqueue.worker.lifecycle.policy import FollowStrategy, Paged, Policy, Webhooks
 from genqueue.worker.ratelimit import CircuitBreaker, RateLimiter
-from genqueue.worker.replicate import ReplicateClient, make_http_client
+from genqueue.worker.replicate import RateLimitHeaders, ReplicateClient, make_http_client
 from genqueue.worker.transport import CookielessClient, make_transport
 
 if TYPE_CHECKING:
@@ -107,18 +108,24 @@ def build_context(parts: WorkerParts, *, threads: bool = False, worker_id: str |
     settings = parts.settings
     recorder = metrics.Recorder(parts.redis)
     atexit.register(recorder.flush)  # a clean exit writes the last second of counts
+    limiter = RateLimiter(parts.redis, create_per_min=settings.create_rate_per_min,
+                          read_per_min=settings.read_rate_per_min)
+
+    def learn_budget(headers: RateLimitHeaders) -> None:  # every answer teaches the fleet's limiter
+        limiter.observe(kind_of(headers.endpoint), parse_seen(headers.status, headers.remaining, headers.reset))
+
     http = make_http_client(base_url=settings.replicate_base_url, token=settings.token(), timeout=REPLICATE_TIMEOUT,
                             transport=make_transport())
     return WorkerContext(
         settings=settings,
         policy=make_policy(settings, threads=threads),
         sessions=parts.sessions,
-        replicate=ReplicateClient(http, settings.replicate_base_url, on_response=recorder.replicate_response),
+        replicate=ReplicateClient(http, settings.replicate_base_url, on_response=recorder.replicate_response,
+                                  on_rate_headers=learn_budget),
         downloads=CookielessClient(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False,
                                    transport=make_transport()),
         storage=parts.storage,
-        limiter=RateLimiter(parts.redis, create_per_min=settings.create_rate_per_min,
-                            read_per_min=settings.read_rate_per_min),
+        limiter=limiter,
         breaker=CircuitBreaker(parts.redis),
         enqueuer=parts.enqueuer,
         recorder=recorder,

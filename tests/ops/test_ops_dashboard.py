@@ -14,10 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import uvicorn
 from ops_app import Ops, build
 from ops_helpers import EXPECTED_COUNTS
+from sqlalchemy import update
 
+from genqueue.core.events import publish
+from genqueue.models.tables import Job
 from genqueue.simulator.png import make_png
 
 CHROMIUM = "/usr/bin/chromium"
@@ -106,5 +110,18 @@ def test_dashboard_in_chromium(served: tuple[Ops, str]) -> None:
             if os.environ.get("GENQUEUE_SCREENSHOT") == "1":
                 SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(SCREENSHOT), full_page=True)
+            # live: a job event (a worker's write, then its event) updates the tiles with no polling
+            queued = ops.seeded.ids["queued"][0]
+            with ops.sessions.begin() as s:
+                s.execute(update(Job).where(Job.id == queued).values(status="failed", error_code="prediction_failed"))
+            client = redis.Redis.from_url(ops.settings.redis_url)
+            try:
+                publish(client, queued, "failed")
+            finally:
+                client.close()
+            expect(page.locator("[data-tile=failed] .value")).to_have_text(str(EXPECTED_COUNTS["failed"] + 1),
+                                                                           timeout=5000)
+            expect(page.locator("#updated")).to_contain_text("live")
+            assert not errors, errors
         finally:
             browser.close()

@@ -27,7 +27,7 @@ from genqueue.worker.replicate.responses import (
     read_capped,
     transport_error,
 )
-from genqueue.worker.replicate.types import Page, Prediction, parse_page, parse_prediction
+from genqueue.worker.replicate.types import Page, Prediction, RateLimitHeaders, parse_page, parse_prediction
 from genqueue.worker.transport import CookielessClient
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,10 @@ class ReplicateClient:
     """Create, poll, cancel and list predictions. ``base_url`` includes ``/v1``.
 
     ``on_response(endpoint, status_code)`` is called once per HTTP exchange (endpoint is one of
-    ``create``, ``get``, ``cancel``, ``list``; status 0 when no response arrived).
+    ``create``, ``get``, ``cancel``, ``list``; status 0 when no response arrived), and
+    ``on_rate_headers(RateLimitHeaders)`` once per answer that arrived: the account's budget as
+    Replicate reports it on every response (the worker's limiter learns from it; the client only
+    reports). A failing hook is logged, never raised.
     Answers are read unencoded and up to ``max_body_bytes`` (see ``responses.MAX_BODY_BYTES``).
     """
 
@@ -119,6 +122,7 @@ class ReplicateClient:
         base_url: str,
         on_response: Callable[[str, int], None] | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        on_rate_headers: Callable[[RateLimitHeaders], None] | None = None,
     ) -> None:
         self._http = http
         self._max_body_bytes = max_body_bytes
@@ -129,6 +133,7 @@ class ReplicateClient:
         self._origin = self._origin_of(base)
         self._base_path = base.path.rstrip("/")
         self._on_response = on_response
+        self._on_rate_headers = on_rate_headers
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -281,13 +286,19 @@ class ReplicateClient:
         ):
             raise ForbiddenURLError("refused URL: not under the configured Replicate API base URL")
 
-    def _notify(self, endpoint: str, status: int) -> None:
-        if self._on_response is None:
-            return
-        try:
-            self._on_response(endpoint, status)
-        except Exception:
-            logger.warning("on_response hook failed", exc_info=True)
+    def _notify(self, endpoint: str, status: int, response: httpx.Response | None = None) -> None:
+        if self._on_response is not None:
+            try:
+                self._on_response(endpoint, status)
+            except Exception:
+                logger.warning("on_response hook failed", exc_info=True)
+        if self._on_rate_headers is not None and response is not None:
+            headers = RateLimitHeaders(endpoint, status, response.headers.get("ratelimit-remaining"),
+                                       response.headers.get("ratelimit-reset"))
+            try:
+                self._on_rate_headers(headers)
+            except Exception:
+                logger.warning("on_rate_headers hook failed", exc_info=True)
 
     def _request(
         self,
@@ -313,10 +324,10 @@ class ReplicateClient:
             self._notify(endpoint, 0)  # as before streaming: a body cut short counts as no answer
             raise transport_error(endpoint, exc) from exc
         except BodyTooLarge as exc:
-            self._notify(endpoint, response.status_code)
+            self._notify(endpoint, response.status_code, response)
             raise PermanentError(f"{endpoint}: unusable response (HTTP {response.status_code}, {exc})",
                                  status_code=response.status_code) from None
-        self._notify(endpoint, response.status_code)
+        self._notify(endpoint, response.status_code, response)
         try:
             return decode(endpoint, response)
         except ReplicateError as exc:

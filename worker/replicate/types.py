@@ -28,6 +28,17 @@ def input_digest(input: Any) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitHeaders:
+    """The budget headers of one answer, as sent (``ratelimit-remaining``, ``ratelimit-reset``; None
+    when absent). `endpoint` is the client's name for the call: create, get, cancel or list."""
+
+    endpoint: str
+    status: int
+    remaining: str | None
+    reset: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Prediction:
     id: str
     status: str

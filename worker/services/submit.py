@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from genqueue.core.crypto import SecretsError, decrypt_secrets
+from genqueue.core.events import publish
 from genqueue.models.jobs import JOBS
 from genqueue.models.status import JobStatus
 from genqueue.sched.ready import entry
@@ -63,6 +64,7 @@ def submit(ctx: WorkerContext, job_id: str, dispatched: bool = False) -> Next:
     _release(ctx, job, dispatched)
     if not won:
         return NOTHING
+    publish(ctx.redis, job.id, JobStatus.SUBMITTING.value)  # job events (core/events.py); never raises
     # The claim is committed: from here on a crash leaves `submitting`, which means "look it up first".
     return _create(ctx, rules.claimed(job, now, ctx.policy), payload)
 

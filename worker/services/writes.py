@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
+from genqueue.core.events import publish
 from genqueue.models import callbacks
 from genqueue.models.base import utcnow
 from genqueue.models.jobs import JOBS, compare_and_set
@@ -74,7 +75,9 @@ def commit(ctx: WorkerContext, job: JobSnapshot, d: Decision | None) -> Next:
 
 
 def effects(ctx: WorkerContext, job: JobSnapshot, d: Decision) -> Next:
-    """What follows a decision that was written."""
+    """What follows a decision that was written (committed: a listener that reads the job sees it)."""
+    if d.to is not None:
+        publish(ctx.redis, job.id, d.to.value)  # job events (core/events.py); never raises
     if d.observed_duration is not None:
         ctx.durations.observe(job.model, d.observed_duration)
     if d.log:

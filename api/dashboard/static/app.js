@@ -1,4 +1,6 @@
-/* genqueue ops dashboard: asks for an ops key, then polls /v1/stats and /v1/jobs every 5 s. */
+/* genqueue ops dashboard: asks for an ops key, loads /v1/stats and /v1/jobs, then follows the job
+   event stream (GET /v1/events, Server-Sent Events read through fetch so the key goes in a header):
+   each job.updated event reloads the figures (at most once a second) instead of polling. */
 (function () {
   "use strict";
   var KEY = "gq_ops_key";
@@ -6,7 +8,8 @@
     succeeded: "#22c55e", failed: "#ef4444", canceled: "#64748b"};
   var PHASE_COLORS = {queue_time: "#8b93a7", start_time: "#c9a227", predict_time: "#3b82f6", total_time: "#38bdf8",
     detection_lag: "#f97316", storage_time: "#a855f7", end_to_end_time: "#22c55e"};
-  var state = {timer: null, busy: false, selected: null, blobUrls: [], lastStats: null};
+  var state = {stream: null, retry: null, pending: null, lastEventId: null, live: false, busy: false,
+               selected: null, blobUrls: [], lastStats: null};
 
   function $(id) { return document.getElementById(id); }
   function h(tag, attrs) {
@@ -235,7 +238,7 @@
   function loadJobs() { return api(jobsPath()).then(renderJobs).catch(handle); }
 
   function handle(err) {
-    if (err.auth) { sessionStorage.removeItem(KEY); showLogin(err.message); return; }
+    if (err.auth) { stop(); sessionStorage.removeItem(KEY); showLogin(err.message); return; }
     $("updated").textContent = "error: " + err.message;
   }
 
@@ -245,7 +248,7 @@
     var stats = api("/v1/stats?window=" + encodeURIComponent($("window").value)).then(function (s) {
       state.lastStats = s; showMain();
       renderTiles(s); renderCharts(s); renderTables(s);
-      $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+      $("updated").textContent = "updated " + new Date().toLocaleTimeString() + (state.live ? " · live" : "");
     });
     var jobs = api(jobsPath()).then(renderJobs);
     var all = [stats, jobs];
@@ -257,12 +260,67 @@
     return Promise.all(all).catch(handle).then(function () { state.busy = false; });
   }
 
+  // --- the event stream -------------------------------------------------------------------------
+  function onFrame(text) {
+    var id = null, ev = null, data = [];
+    text.split("\n").forEach(function (line) {
+      if (!line || line.charAt(0) === ":") return;
+      var k = line.indexOf(":"), name = k < 0 ? line : line.slice(0, k), v = k < 0 ? "" : line.slice(k + 1);
+      if (v.charAt(0) === " ") v = v.slice(1);
+      if (name === "id") id = v; else if (name === "event") ev = v; else if (name === "data") data.push(v);
+    });
+    if (id) state.lastEventId = id;  // a reconnect resumes after it (Last-Event-ID): nothing is missed
+    if (ev !== "job.updated" || !data.length) return;
+    var j = JSON.parse(data.join("\n"));
+    if (state.selected === j.id && !$("job-detail").classList.contains("hidden")) renderDetail(j);
+    if (!state.pending) state.pending = setTimeout(function () { state.pending = null; refresh(); }, 1000);
+  }
+
+  function follow() {
+    var ctl = new AbortController();
+    state.stream = ctl;
+    var headers = {Authorization: "Bearer " + key(), Accept: "text/event-stream"};
+    if (state.lastEventId) headers["Last-Event-ID"] = state.lastEventId;
+    fetch("/v1/events", {headers: headers, signal: ctl.signal, cache: "no-store"}).then(function (r) {
+      if (r.status === 401 || r.status === 403) {
+        var e = new Error(r.status === 403 ? "not an ops or admin key" : "invalid key"); e.auth = true; throw e;
+      }
+      if (!r.ok || !r.body) throw new Error("events: HTTP " + r.status);
+      state.live = true;
+      var reader = r.body.getReader(), dec = new TextDecoder(), buf = "";
+      function pump() {
+        return reader.read().then(function (x) {
+          if (x.done) return;
+          buf += dec.decode(x.value, {stream: true}).replace(/\r\n?/g, "\n");
+          var i;
+          while ((i = buf.indexOf("\n\n")) >= 0) { onFrame(buf.slice(0, i)); buf = buf.slice(i + 2); }
+          return pump();
+        });
+      }
+      return pump();
+    }).catch(function (err) {
+      if (err.name === "AbortError") return;
+      if (err.auth) { stop(); handle(err); return; }
+    }).then(function () {
+      state.live = false;
+      if (state.stream === ctl && !ctl.signal.aborted) {  // ended or broke: resume shortly
+        state.retry = setTimeout(function () { refresh(); follow(); }, 2000);
+      }
+    });
+  }
+
   function start() {
     stop();
     refresh();
-    if ($("auto").checked) state.timer = setInterval(refresh, 5000);
+    if ($("auto").checked) follow();
   }
-  function stop() { if (state.timer) clearInterval(state.timer); state.timer = null; }
+  function stop() {
+    if (state.stream) state.stream.abort();
+    state.stream = null;
+    clearTimeout(state.retry); clearTimeout(state.pending);
+    state.retry = state.pending = null;
+    state.live = false;
+  }
 
   document.addEventListener("DOMContentLoaded", function () {
     $("login-form").addEventListener("submit", function (e) {
@@ -271,7 +329,7 @@
       $("key-input").value = "";
       start();
     });
-    $("logout").addEventListener("click", function () { sessionStorage.removeItem(KEY); showLogin(""); });
+    $("logout").addEventListener("click", function () { stop(); sessionStorage.removeItem(KEY); showLogin(""); });
     $("window").addEventListener("change", refresh);
     $("auto").addEventListener("change", start);
     $("filter-status").addEventListener("change", loadJobs);
