@@ -28,6 +28,8 @@ from genqueue.worker.replicate import RateLimitHeaders, ReplicateClient, make_ht
 from genqueue.worker.transport import CookielessClient, make_transport
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import redis
 
     from genqueue.storage import Storage
@@ -104,15 +106,19 @@ def make_policy(settings: Settings, *, threads: bool = False) -> Policy:
                   create_window=timedelta(seconds=REPLICATE_TIMEOUT + create_wait + 2 + 15))
 
 
+def budget_learner(limiter: RateLimiter) -> Callable[[RateLimitHeaders], None]:
+    """The client hook by which every Replicate answer teaches the fleet's limiter (worker.budget)."""
+    def learn_budget(headers: RateLimitHeaders) -> None:
+        limiter.observe(kind_of(headers.endpoint), parse_seen(headers.status, headers.remaining, headers.reset))
+    return learn_budget
+
+
 def build_context(parts: WorkerParts, *, threads: bool = False, worker_id: str | None = None) -> WorkerContext:
     settings = parts.settings
     recorder = metrics.Recorder(parts.redis)
     atexit.register(recorder.flush)  # a clean exit writes the last second of counts
     limiter = RateLimiter(parts.redis, create_per_min=settings.create_rate_per_min,
                           read_per_min=settings.read_rate_per_min)
-
-    def learn_budget(headers: RateLimitHeaders) -> None:  # every answer teaches the fleet's limiter
-        limiter.observe(kind_of(headers.endpoint), parse_seen(headers.status, headers.remaining, headers.reset))
 
     http = make_http_client(base_url=settings.replicate_base_url, token=settings.token(), timeout=REPLICATE_TIMEOUT,
                             transport=make_transport())
@@ -121,7 +127,7 @@ def build_context(parts: WorkerParts, *, threads: bool = False, worker_id: str |
         policy=make_policy(settings, threads=threads),
         sessions=parts.sessions,
         replicate=ReplicateClient(http, settings.replicate_base_url, on_response=recorder.replicate_response,
-                                  on_rate_headers=learn_budget),
+                                  on_rate_headers=budget_learner(limiter)),
         downloads=CookielessClient(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False,
                                    transport=make_transport()),
         storage=parts.storage,

@@ -91,7 +91,7 @@ class Reader:
 
     def __init__(self, settings: Settings, client: redis.Redis, sessions: sessionmaker[Session],
                  replicate: ReplicateClient, observe: Callable[[str, dict[str, Any]], None], me: str,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, limiter: RateLimiter | None = None) -> None:
         self._redis = client
         self._sessions = sessions
         self._replicate = replicate
@@ -101,10 +101,10 @@ class Reader:
         # an NTP-synced host is off by milliseconds, well under a tick.
         self._clock = clock
         self._lease = client.register_script(LEASE_SCRIPT)
-        self.limiter = RateLimiter(client, create_per_min=settings.create_rate_per_min,
-                                   read_per_min=settings.read_rate_per_min)
+        self.limiter = limiter or RateLimiter(client, create_per_min=settings.create_rate_per_min,
+                                              read_per_min=settings.read_rate_per_min)
         self.durations = Durations(client)
-        self.max_reads = reads_per_tick(settings.read_rate_per_min, SHARE, TICK)
+        self.max_reads = 1  # set from the fleet's read rate (learned from the account) at each refresh
         self.followed: dict[str, Followed] = {}
         self._by_prediction: dict[str, str] = {}
         self._gone: list[tuple[float, float]] = []  # (left running at, created) of finished predictions
@@ -175,6 +175,7 @@ class Reader:
         self.followed = fresh
         self._by_prediction = {f.prediction_id: f.job_id for f in fresh.values()}
         self._known = sorted([f.created for f in fresh.values()] + [created for _, created in self._gone])
+        self.max_reads = reads_per_tick(self.limiter.rate_per_min("read"), SHARE, TICK)
         self._refreshed_at = now
 
     def read(self, read: Read, now: float) -> bool:
@@ -254,6 +255,7 @@ class PageReader:
             self._thread.join(5)
 
     def _run(self) -> None:
+        from genqueue.worker.context import budget_learner
         from genqueue.worker.enqueue import Enqueuer
 
         s = self._settings
@@ -263,9 +265,11 @@ class PageReader:
         recorder = Recorder(client)
         http = make_http_client(base_url=s.replicate_base_url, token=s.token(), timeout=READ_TIMEOUT,
                                 transport=make_transport(), max_connections=4)
-        replicate = ReplicateClient(http, s.replicate_base_url, on_response=recorder.replicate_response)
+        limiter = RateLimiter(client, create_per_min=s.create_rate_per_min, read_per_min=s.read_rate_per_min)
+        replicate = ReplicateClient(http, s.replicate_base_url, on_response=recorder.replicate_response,
+                                    on_rate_headers=budget_learner(limiter))  # its answers teach the fleet too
         reader = Reader(s, client, make_session_factory(engine), replicate, Enqueuer(self._app).observe,
-                        self.worker_id)
+                        self.worker_id, limiter=limiter)
         failing = False
         try:
             while not self._stop.is_set():

@@ -135,7 +135,7 @@ def _read(group: list[Tracked], known: Sequence[float], watch: set[str]) -> Read
     return Read(Kind.PAGE, ids, first - EDGE, max(last + EDGE, wide))  # `before` is exclusive
 
 
-def reads_per_tick(read_per_min: int, share: float, tick: float) -> int:
+def reads_per_tick(read_per_min: float, share: float, tick: float) -> int:
     """The most reads one tick may make: `share` of the fleet's read budget (polls, cancels and
     lookups need the rest), at least one."""
     return max(1, int(read_per_min / 60.0 * share * tick))
