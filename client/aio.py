@@ -28,9 +28,9 @@ class AsyncClient:
     """`async with AsyncClient(base_url, api_key) as gq: job = await gq.wait(await gq.submit(...))`.
     Every method mirrors `Client`'s (same arguments, same exceptions)."""
 
-    def __init__(self, base_url: str, api_key: str, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    def __init__(self, base_url: str, api_key: str, *, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._timeout = timeout
+        self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
         self._http = httpx.AsyncClient(base_url=base_url, headers=default_headers(api_key), timeout=timeout,
                                        transport=transport)
         self.batches = AsyncBatches(self)

@@ -178,7 +178,7 @@ def wait_step(remaining: float | None) -> int:
 
 
 def timeout_for(call: Call, default: httpx.Timeout) -> httpx.Timeout:
-    if call.read_timeout is None:
+    if call.read_timeout is None or default.read is None:  # read=None: the caller wants no read timeout
         return default
     return httpx.Timeout(default.connect, read=max(call.read_timeout, default.read or 0.0), write=default.write,
                          pool=default.pool)

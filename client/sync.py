@@ -30,9 +30,9 @@ class Client:
     """`Client("http://genqueue:8000", "gq_...")`. Every method raises an `APIError` subclass with the
     API's code and fields on a 4xx/5xx, `TransportError` when the API cannot be reached."""
 
-    def __init__(self, base_url: str, api_key: str, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    def __init__(self, base_url: str, api_key: str, *, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
                  transport: httpx.BaseTransport | None = None) -> None:
-        self._timeout = timeout
+        self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
         self._http = httpx.Client(base_url=base_url, headers=default_headers(api_key), timeout=timeout,
                                   transport=transport)
         self.batches = Batches(self)

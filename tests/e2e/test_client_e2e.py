@@ -11,6 +11,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from e2e_support import PNG_SIGNATURE, VERSION, LiveStack, job_input, live_stack
@@ -18,6 +19,7 @@ from e2e_support import PNG_SIGNATURE, VERSION, LiveStack, job_input, live_stack
 from genqueue.client import (
     AsyncClient,
     AuthenticationError,
+    ChecksumMismatch,
     Client,
     JobCanceledError,
     JobFailedError,
@@ -71,6 +73,15 @@ def _sync_part(live: LiveStack, tmp: Path) -> None:
         assert [len(p.jobs) for p in pages] == [2, 1]
         assert [j.id for j in gq.list(metadata={"run": tag}, limit=2)] == [j.id for j in reversed(jobs)]
         assert gq.download(done[1].id, 0).read().startswith(PNG_SIGNATURE)
+
+        # --- stored bytes changed behind the API's back: read() and save() refuse them -------------
+        stored = Path(urlsplit(done[2].raw["outputs"][0]["storage_uri"]).path)  # admin key: file:// here
+        stored.write_bytes(bytes(b ^ 0xFF for b in stored.read_bytes()))
+        with pytest.raises(ChecksumMismatch):
+            gq.download(done[2], 0).read()
+        with pytest.raises(ChecksumMismatch):
+            gq.download(done[2], 0).save(tmp / "tampered.png")
+        assert not list(tmp.glob("*tampered.png*"))  # neither the file nor its partial copy
 
         # --- a failed job: run raises with the job's error code and message -----------------------
         live.set_sim(fail_rate=1.0)
