@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from e2e_support import PNG_SIGNATURE, VERSION, LiveStack, job_input, live_stack
 
@@ -30,6 +31,18 @@ from genqueue.client import (
 from genqueue.client.outcome import outputs_or_raise
 
 pytestmark = pytest.mark.timeout(300)
+
+
+class CountingTransport(httpx.HTTPTransport):
+    """httpx's real transport, recording each request it sends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[str, str, str | None]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append((request.method, request.url.path, request.headers.get("prefer")))
+        return super().handle_request(request)
 
 
 def _sync_part(live: LiveStack, tmp: Path) -> None:
@@ -92,6 +105,17 @@ def _sync_part(live: LiveStack, tmp: Path) -> None:
             live.set_sim(fail_rate=0.0)
         assert failed.value.job.status == "failed" and failed.value.code and failed.value.message
         print(f"failed job: {failed.value}")
+
+        # --- wait is held reads, not polling: a 3 s prediction costs one GET ------------------------
+        live.set_sim(predict_seconds=3.0)
+        counting = CountingTransport()
+        try:
+            with Client(live.api_url, live.key, transport=counting) as counted:
+                job = counted.submit(VERSION, job_input("three seconds"))
+                assert counted.wait(job, timeout=60).status == "succeeded"
+        finally:
+            live.set_sim(predict_seconds=0.5)
+        assert counting.sent == [("POST", "/v1/jobs", None), ("GET", f"/v1/jobs/{job.id}", "wait=60")], counting.sent
 
         # --- a timeout shorter than the prediction, then cancel -----------------------------------
         live.set_sim(predict_seconds=30.0)
