@@ -37,7 +37,7 @@ class APIError(GenqueueError):
         self.code = code
         self.message = message
         self.fields = fields
-        self.headers = dict(headers or {})
+        self.headers = {k.lower(): v for k, v in (headers or {}).items()}  # names are case-insensitive
 
     def reasons(self, field: str) -> list[str]:
         """The reasons given for one field (empty when the API named no such field)."""

@@ -117,7 +117,7 @@ def test_error_bodies_become_exceptions_with_the_api_code_and_fields() -> None:
     err = api_error(422, body)
     assert isinstance(err, ValidationError) and err.status == 422 and err.code == "validation_error"
     assert err.reasons("input.prompt") == ["is required"] and "input.prompt: is required" in str(err)
-    limited = api_error(429, {"error": {"code": "quota_exceeded", "message": "max 3"}}, {"retry-after": "2"})
+    limited = api_error(429, {"error": {"code": "quota_exceeded", "message": "max 3"}}, {"Retry-After": "2"})
     assert isinstance(limited, RateLimitError) and limited.code == "quota_exceeded" and limited.retry_after == 2.0
     assert isinstance(api_error(404, {"error": {"code": "not_found", "message": "no such job"}}), NotFoundError)
     proxy = api_error(502, None)
