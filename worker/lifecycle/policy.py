@@ -107,9 +107,13 @@ def paged_delay(*, created_at: datetime | None, polls: int, expected: float | No
 
 @dataclass(frozen=True, slots=True)
 class Paged:
-    """Polling whose poll messages are the safety net of the page reader (webhooks off)."""
+    """Polling by list pages (the page reader, webhooks off); a GET is only the safety net.
 
-    sends_polls: bool = True
+    No poll message per job: like webhooks, the sweeper sends the safety-net poll once next_check_at
+    passes. In W6 every job's delayed poll ran and found the job already finished by a page (2,954 of
+    3,000): a task execution per job for nothing."""
+
+    sends_polls: bool = False
     reads_pages: bool = True
     # A page reports up to 100 finishes at once, like a burst of webhooks: copies go to the store
     # queue so that recording "finished" never waits behind the previous one's downloads.
