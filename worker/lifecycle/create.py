@@ -55,7 +55,8 @@ def before_create(job: JobSnapshot, now: datetime, *, dispatched: bool = False) 
         return fail(job, ErrorCode.POISON, f"gave up after {job.deliveries} attempts to submit", now)
     if job.status is JobStatus.QUEUED:
         if job.deadline_at is not None and now >= job.deadline_at:
-            return retry_instead(job, fail(job, ErrorCode.DEADLINE_EXCEEDED, "deadline reached while queued", now), now)
+            # Not retried even with "timeout": no attempt ran, and a fresh deadline would defeat the caller's.
+            return fail(job, ErrorCode.DEADLINE_EXCEEDED, "deadline reached while queued", now)
         return Action.CREATE if dispatched else Action.ENQUEUE
     if job.create_in_flight_until is not None and now < job.create_in_flight_until:
         return wait(job, Step.SUBMIT, (job.create_in_flight_until - now).total_seconds(), now)
