@@ -90,7 +90,7 @@ def count(session: Session, action: Action, flt: JobFilter) -> int:
 
 def start(session: Session, action: Action, flt: JobFilter, shown_filter: dict[str, Any], matched: int) -> str:
     """The bulk_actions row that follows this action's progress (in the caller's transaction)."""
-    bulk_id = "bulk_" + new_id()
+    bulk_id = new_id()
     session.execute(insert(BulkAction).values(
         id=bulk_id, api_key_id=flt.api_key_id, action=action, filter=shown_filter, state="running",
         matched=matched, done=0, skipped=0, skipped_secrets_deleted=0, created_at=utcnow()))
