@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import redis
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
@@ -28,7 +27,7 @@ from genqueue.models.base import utcnow
 from genqueue.models.keys import Role
 from genqueue.models.status import REPLAYABLE, JobStatus
 from genqueue.models.tables import BulkAction
-from genqueue.sched.ready import Entry, ReadyQueues, entry
+from genqueue.sched.ready import entry
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["retries"])
@@ -122,28 +121,6 @@ def _view(row: BulkAction) -> BulkView:
                     created_at=row.created_at, finished_at=row.finished_at, error=row.error)
 
 
-def sinks_for(request: Request, intake: Intake, enqueuer: JobEnqueuer) -> bulk_actions.Sinks:
-    client: redis.Redis = request.app.state.redis
-    lanes = ReadyQueues(client)
-
-    def unlane(entries: Sequence[Entry]) -> None:
-        try:
-            for e in entries:
-                lanes.remove(e)
-        except redis.RedisError as exc:  # the dispatcher's submit drops a canceled job anyway
-            log.warning("bulk cancel: %d jobs still in their lanes (%s)", len(entries), type(exc).__name__)
-
-    def cancel(job_ids: Sequence[str]) -> None:
-        for job_id in job_ids:
-            try:
-                enqueuer.cancel(job_id)
-            except Exception as exc:  # cancel_requested_at is in SQL: the next poll acts on it
-                log.warning("cancel enqueue failed job=%s (%s)", job_id, type(exc).__name__)
-
-    return bulk_actions.Sinks(enqueue=intake.enqueue, unlane=unlane, cancel=cancel,
-                              events=lambda events: publish_many(client, events))
-
-
 @router.post("/bulk", status_code=202, responses={200: {"model": BulkView, "description": "Dry run"},
                                                    **_errors(401, 403, 422, 429)},
              summary="Retry or cancel every job a filter matches")
@@ -165,7 +142,8 @@ def bulk(body: BulkRequest, request: Request, response: Response, session: Sessi
     session.rollback()
     with session_factory(request).begin() as tx:
         bulk_id = bulk_actions.start(tx, body.action, flt, f.model_dump(mode="json", exclude_none=True), matched)
-    background.add_task(bulk_actions.run, session_factory(request), sinks_for(request, intake, enqueuer),
+    sinks = bulk_actions.sinks(request.app.state.redis, intake.enqueue, enqueuer.cancel)
+    background.add_task(bulk_actions.run, session_factory(request), sinks,
                         body.action, flt, bulk_id=bulk_id)
     log.info("bulk %s started id=%s matched=%d", body.action, bulk_id, matched)
     return BulkView(id=bulk_id, action=body.action, state="running", matched=matched, created_at=utcnow())

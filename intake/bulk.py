@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+import redis
 from sqlalchemy import ColumnElement, func, insert, literal, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from genqueue.core.events import publish_many
 from genqueue.models import callbacks
 from genqueue.models.attempts import Replayed, replay
 from genqueue.models.base import utcnow
@@ -27,7 +29,7 @@ from genqueue.models.jobs import JOBS
 from genqueue.models.metafilter import MetadataMatches
 from genqueue.models.status import REPLAYABLE, JobStatus, check_transition
 from genqueue.models.tables import BulkAction
-from genqueue.sched.ready import Entry, entry
+from genqueue.sched.ready import Entry, ReadyQueues, entry
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,29 @@ class Sinks:
     unlane: Callable[[Sequence[Entry]], None]  # canceled queued jobs leave their lanes
     cancel: Callable[[Sequence[str]], None]  # cancel messages for marked submitting/running jobs
     events: Callable[[Sequence[tuple[str, str]]], None]  # job status events
+
+
+def sinks(client: redis.Redis, enqueue: Callable[[Sequence[Entry]], None],
+          send_cancel: Callable[[str], None]) -> Sinks:
+    """The usual sinks: lanes and job events in this Redis, cancel messages by `send_cancel` (the
+    Enqueuer's), failures of either logged and left to the sweeper and the next poll."""
+    lanes = ReadyQueues(client)
+
+    def unlane(entries: Sequence[Entry]) -> None:
+        try:
+            for e in entries:
+                lanes.remove(e)
+        except redis.RedisError as exc:  # the dispatcher's submit drops a canceled job anyway
+            log.warning("bulk cancel: %d jobs still in their lanes (%s)", len(entries), type(exc).__name__)
+
+    def cancel(job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            try:
+                send_cancel(job_id)
+            except Exception as exc:  # cancel_requested_at is in SQL: the next poll acts on it
+                log.warning("cancel enqueue failed job=%s (%s)", job_id, type(exc).__name__)
+
+    return Sinks(enqueue=enqueue, unlane=unlane, cancel=cancel, events=lambda events: publish_many(client, events))
 
 
 def run(sessions: sessionmaker[Session], sinks: Sinks, action: Action, flt: JobFilter, *,
