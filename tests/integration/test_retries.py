@@ -13,7 +13,7 @@ import pytest
 import redis
 from sqlalchemy import create_engine, select, text
 
-from genqueue.intake import JobRequest
+from genqueue.intake import JobRequest, bulk
 from genqueue.intake.requests import RetryPolicy
 from genqueue.models.attempts import replay
 from genqueue.models.base import utcnow
@@ -98,3 +98,21 @@ def test_policy_makes_exactly_its_attempts_one_at_a_time_then_a_replay_succeeds(
     (job,) = p.wait([ids[0]], timeout=60)
     assert job.status == "succeeded" and job.attempt == 4 and len(_attempts(p, job.id)) == 3
     assert job.retries_left == 2  # a replay starts the policy afresh
+
+
+def test_bulk_cancel_of_queued_and_running_jobs_leaves_nothing_running_at_the_simulator(p: Pipeline) -> None:
+    p.sim(**{**KNOBS, "fail_rate": 0.0, "predict_seconds": 60.0})  # long predictions: caught while running
+    reqs = [_request(None) for _ in range(40)]
+    jobs, _ = p.intake.submit([r for r, _ in reqs], batch=True)
+    ids = [j.id for j in jobs]
+    p.wait(ids[:4], timeout=60, statuses=("running",))  # some running, the rest queued or on their way
+    sinks = bulk.sinks(redis.Redis.from_url(p.settings.redis_url), p.intake.enqueue, p.enqueuer.cancel)
+    flt = bulk.JobFilter(api_key_id=None, all_keys=True)
+    done = bulk.run(p.sessions, sinks, "cancel", flt)
+    assert done.matched == 40 and done.done + done.skipped == 40
+    final = p.wait(ids, timeout=90)
+    assert {j.status for j in final} == {"canceled"}
+    fingerprints = {fingerprint(inp) for _, inp in reqs}
+    mine = [r for r in p.sim_records().values() if r["input_fingerprint"] in fingerprints]
+    assert mine and all(r["status"] == "canceled" for r in mine)  # no prediction left running
+    assert all(r["duplicates"] == 1 for r in mine)
