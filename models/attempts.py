@@ -68,6 +68,14 @@ def add_record(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
         session.execute(insert(ATTEMPTS), list(rows))
 
 
+def earlier_predictions(session: Session, job_id: str) -> frozenset[str]:
+    """The predictions of the job's finished attempts: they share its input, so the look-up for a lost
+    create answer (worker/services/submit.py) must never adopt one of them as the current attempt's."""
+    rows = session.scalars(select(ATTEMPTS.c.prediction_id).where(ATTEMPTS.c.job_id == job_id,
+                                                                  ATTEMPTS.c.prediction_id.is_not(None)))
+    return frozenset(str(r) for r in rows)
+
+
 @dataclass
 class Replayed:
     """What a replay did: the jobs queued again (id, priority, api_key_id, created_at: a lane entry
