@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -22,6 +22,7 @@ from genqueue.core.events import publish_many
 from genqueue.intake import Intake
 from genqueue.intake import bulk as bulk_actions
 from genqueue.intake.errors import FieldError
+from genqueue.intake.metadata import metadata_problems
 from genqueue.models.attempts import replay
 from genqueue.models.base import utcnow
 from genqueue.models.keys import Role
@@ -72,6 +73,14 @@ def retry_job(job_id: JobId, request: Request, session: Session_, principal: Sub
     return job_view(visible_job(session, job_id, principal), output_url(request), show_storage=principal.sees_all)
 
 
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class BulkFilterBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -80,10 +89,18 @@ class BulkFilterBody(BaseModel):
     model: str | None = Field(None, max_length=200)
     priority: int | None = Field(None, ge=0, le=9)
     metadata: dict[str, str] | None = Field(None, max_length=16, description="Every tag must match")
-    created_before: datetime | None = None
-    created_after: datetime | None = None
+    created_before: AwareDatetime | None = Field(None, description="With a time zone, e.g. 2026-12-07T02:00:00Z")
+    created_after: AwareDatetime | None = None
     batch: str | None = Field(None, max_length=64)
     error_code: str | None = Field(None, max_length=64, description="Only jobs that failed with this code")
+
+    @field_validator("model", "batch", "error_code")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        # A string no row can hold (NUL: PostgreSQL refuses it; a lone surrogate) is a 422, not a 500.
+        if value is not None and ("\x00" in value or not _encodable(value)):
+            raise ValueError("must be valid Unicode without NUL characters")
+        return value
 
 
 class BulkRequest(BaseModel):
@@ -131,6 +148,9 @@ def bulk(body: BulkRequest, request: Request, response: Response, session: Sessi
     matched and an id to follow; the action runs a chunk of 1,000 jobs at a time after the answer.
     `"dry_run": true` only counts them (200)."""
     f = body.filter
+    problems = metadata_problems(f.metadata, "filter.metadata")
+    if problems:
+        raise ApiError(422, "validation_error", "invalid metadata filter", problems)
     flt = bulk_actions.JobFilter(
         api_key_id=principal.key_id, all_keys=principal.role is Role.ADMIN,
         status=f.status.value if f.status else None, model=f.model, priority=f.priority, metadata=f.metadata,

@@ -137,3 +137,11 @@ def test_bulk_retry_of_1000_failed_jobs_enqueues_over_1000_per_second(make_api: 
     with api.sessions() as s:
         assert s.scalar(select(Job.status).where(Job.id == ids[0])) == "queued"
         assert len(s.scalars(select(JobAttempt.job_id)).all()) == 1000
+
+
+def test_bulk_filter_strings_no_row_can_hold_are_422_naming_the_field(api: Api) -> None:
+    for flt, field in (({"model": "a\u0000b"}, "model"), ({"metadata": {"k": "v\u0000"}}, "filter.metadata.k"),
+                       ({"created_before": "2026-12-07T02:00:00"}, "created_before")):
+        resp = api.client.post("/v1/jobs/bulk", json={"action": "retry", "filter": flt}, headers=api.auth("alice"))
+        assert resp.status_code == 422, resp.text
+        assert any(field in f["field"] for f in resp.json()["error"]["fields"]), resp.text
