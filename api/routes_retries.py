@@ -56,7 +56,8 @@ def retry_job(job_id: JobId, request: Request, session: Session_, principal: Sub
               intake: Annotated[Intake, Depends(get_intake)]) -> JobView:
     """The job goes back to `queued` as a new attempt (its retry policy applies again); the finished
     attempt stays listed in `attempt_history`. 409 `not_retryable` on an active or succeeded job,
-    409 `secrets_deleted` (naming the fields) when its sealed secrets were deleted."""
+    409 `secrets_deleted` (naming the fields) when its sealed secrets were deleted, 409
+    `prediction_active` when it failed while its prediction was not seen finished (it may still run)."""
     job = visible_job(session, job_id, principal)
     if JobStatus(job.status) not in REPLAYABLE:
         raise ApiError(409, "not_retryable", f"the job is {job.status}: only a failed or canceled job can be retried")
@@ -65,6 +66,9 @@ def retry_job(job_id: JobId, request: Request, session: Session_, principal: Sub
         done = replay(tx, [job_id], utcnow())
     if done.secrets_deleted:
         raise _secrets_deleted(done.secrets_deleted[0][1])
+    if done.prediction_active:
+        raise ApiError(409, "prediction_active", "the job's prediction was never seen finished and may still run "
+                                                 "on Replicate; a new attempt could run beside it")
     if not done.queued:
         raise ApiError(409, "not_retryable", "the job changed state meanwhile; read it again")
     intake.enqueue([entry(i, prio, key, created.timestamp()) for i, prio, key, created in done.queued])
@@ -125,7 +129,8 @@ class BulkView(BaseModel):
     state: str = Field(description="running | done | failed (dry run: done)")
     matched: int = Field(description="Jobs the filter matched when the action started")
     done: int = 0
-    skipped: int = Field(0, description="Jobs that had moved on meanwhile")
+    skipped: int = Field(0, description="Jobs that had moved on meanwhile (retry: or whose prediction may "
+                                        "still run)")
     skipped_secrets_deleted: int = Field(0, description="retry: jobs whose sealed secrets were deleted")
     created_at: datetime | None = None
     finished_at: datetime | None = None

@@ -132,8 +132,7 @@ def sinks(client: redis.Redis, enqueue: Callable[[Sequence[Entry]], None],
 
     def unlane(entries: Sequence[Entry]) -> None:
         try:
-            for e in entries:
-                lanes.remove(e)
+            lanes.remove_many(entries)
         except redis.RedisError as exc:  # the dispatcher's submit drops a canceled job anyway
             log.warning("bulk cancel: %d jobs still in their lanes (%s)", len(entries), type(exc).__name__)
 
@@ -191,7 +190,7 @@ def retry_chunk(sessions: sessionmaker[Session], sinks: Sinks, ids: Sequence[str
     sinks.enqueue([entry(i, prio, key, created.timestamp()) for i, prio, key, created in done.queued])
     sinks.events([(i, JobStatus.QUEUED.value) for i, *_ in done.queued])
     progress.done += len(done.queued)
-    progress.skipped += done.skipped
+    progress.skipped += done.skipped + len(done.prediction_active)
     progress.skipped_secrets_deleted += len(done.secrets_deleted)
     return done
 

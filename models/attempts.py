@@ -20,7 +20,7 @@ from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from genqueue.models.jobs import JOBS, QUEUED_AUDIT
-from genqueue.models.status import REPLAYABLE, JobStatus, check_transition
+from genqueue.models.status import PREDICTION_TERMINAL, REPLAYABLE, JobStatus, check_transition
 from genqueue.models.tables import JobAttempt
 
 ATTEMPTS = cast(Table, JobAttempt.__table__)
@@ -84,6 +84,9 @@ class Replayed:
 
     queued: list[tuple[str, int, str | None, datetime]] = field(default_factory=list)
     secrets_deleted: list[tuple[str, list[str]]] = field(default_factory=list)
+    # Failed while their prediction was not seen terminal (a poisoned poll, a lost prediction): it may
+    # still run on Replicate, and a new attempt now could run beside it, so these are not replayed.
+    prediction_active: list[str] = field(default_factory=list)
     skipped: int = 0
 
 
@@ -109,6 +112,9 @@ def replay(session: Session, job_ids: Sequence[str], now: datetime) -> Replayed:
     records: list[dict[str, Any]] = []
     by_deadline: dict[float | None, list[str]] = {}
     for row in rows:
+        if row["prediction_id"] is not None and row["prediction_status"] not in PREDICTION_TERMINAL:
+            out.prediction_active.append(row["id"])
+            continue
         names = list(row["secret_names"] or [])
         if names and row["input_sealed"] is None:
             out.secrets_deleted.append((row["id"], names))

@@ -17,9 +17,9 @@ def _failed(api: Api, name: str = "alice", n: int = 1, **values: Any) -> list[st
     assert resp.status_code == 202, resp.text
     ids = [j["id"] for j in resp.json()["jobs"]]
     with api.sessions.begin() as s:
-        s.execute(update(Job).where(Job.id.in_(ids)).values(
-            status="failed", error_code="prediction_failed", error_message="boom", prediction_id="pred_old",
-            prediction_status="failed", predict_time=1.5, **values))
+        s.execute(update(Job).where(Job.id.in_(ids)).values(**{
+            "status": "failed", "error_code": "prediction_failed", "error_message": "boom",
+            "prediction_id": "pred_old", "prediction_status": "failed", "predict_time": 1.5, **values}))
     return ids
 
 
@@ -145,3 +145,14 @@ def test_bulk_filter_strings_no_row_can_hold_are_422_naming_the_field(api: Api) 
         resp = api.client.post("/v1/jobs/bulk", json={"action": "retry", "filter": flt}, headers=api.auth("alice"))
         assert resp.status_code == 422, resp.text
         assert any(field in f["field"] for f in resp.json()["error"]["fields"]), resp.text
+
+
+def test_replay_refuses_a_job_whose_prediction_may_still_run(api: Api) -> None:
+    # Failed by a poisoned poll while its prediction was processing: a new attempt could run beside it.
+    (job_id,) = _failed(api, prediction_status="processing", error_code="too_many_deliveries")
+    resp = api.client.post(f"/v1/jobs/{job_id}/retry", headers=api.auth("alice"))
+    assert resp.status_code == 409 and resp.json()["error"]["code"] == "prediction_active", resp.text
+    bulk_id = api.client.post("/v1/jobs/bulk", json={"action": "retry"}, headers=api.auth("alice")).json()["id"]
+    progress = api.client.get(f"/v1/jobs/bulk/{bulk_id}", headers=api.auth("alice")).json()
+    assert (progress["matched"], progress["done"], progress["skipped"]) == (1, 0, 1)
+    assert api.job(job_id).status == "failed"
