@@ -17,7 +17,6 @@ from genqueue.api.deps import JobEnqueuer, get_enqueuer, get_intake, get_session
 from genqueue.api.errors import ApiError, ErrorResponse
 from genqueue.api.queries import visible_job
 from genqueue.api.routes_jobs import output_url
-from genqueue.api.views import JobView, job_view
 from genqueue.core.events import publish_many
 from genqueue.intake import Intake
 from genqueue.intake import bulk as bulk_actions
@@ -29,6 +28,7 @@ from genqueue.models.keys import Role
 from genqueue.models.status import REPLAYABLE, JobStatus
 from genqueue.models.tables import BulkAction
 from genqueue.sched.ready import entry
+from genqueue.views.job import JobView, job_view
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["retries"])
