@@ -20,6 +20,7 @@ from genqueue.api import (
     routes_jobs,
     routes_metrics,
     routes_outputs,
+    routes_retries,
     routes_stats,
     routes_webhooks,
 )
@@ -75,6 +76,7 @@ def create_app(parts: ApiParts) -> FastAPI:
     app.add_middleware(CatchAll)  # added last, so outermost: it also covers the middlewares above
     app.include_router(routes_health.router)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_retries.router)
     app.include_router(routes_callbacks.router)
     app.include_router(routes_batches.router)
     app.include_router(routes_events.router)

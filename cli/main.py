@@ -8,13 +8,14 @@ from typing import Annotated
 
 import typer
 
-from genqueue.cli import keys_cmd, secrets_cmd, stats_cmd, submit_cmd
+from genqueue.cli import jobs_cmd, keys_cmd, secrets_cmd, stats_cmd, submit_cmd
 from genqueue.cli.context import die, settings_or_die
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="genqueue: durable Replicate generation jobs on Celery + Redis + SQL.")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(secrets_cmd.app, name="secrets")
+app.add_typer(jobs_cmd.app, name="jobs")
 app.command("submit")(submit_cmd.submit)
 app.command("stats")(stats_cmd.stats)
 

@@ -7,8 +7,29 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from genqueue.models.status import MAX_ATTEMPTS, RETRY_ON
+
+RetryOn = Literal["model_error", "aborted", "timeout", "canceled_upstream", "replicate_error", "output_expired"]
+
 VERSION_RE = re.compile(r"^(?:[a-z0-9][a-z0-9_.-]*/[a-z0-9][a-z0-9_.-]*:)?[0-9a-f]{64}$")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*/[a-z0-9][a-z0-9_.-]*$")
+
+
+def _default_on() -> list[RetryOn]:
+    return ["model_error"]
+
+
+class RetryPolicy(BaseModel):
+    """0008: how many attempts a job may take and after which outcomes it is tried again. Each attempt
+    is a new, billed prediction, started only after the previous one is over."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(1, ge=1, le=MAX_ATTEMPTS, description=f"1-{MAX_ATTEMPTS} attempts in all (default 1)")
+    on: list[RetryOn] = Field(
+        default_factory=_default_on, min_length=1, max_length=len(RETRY_ON),
+        description="Outcomes that are tried again: " + ", ".join(RETRY_ON) + " (default: model_error)")
+    # DEFAULT_RETRY_ON in models/status.py says the same for rows; the Literal keeps the schema exact.
 
 
 class JobRequest(BaseModel):
@@ -26,6 +47,8 @@ class JobRequest(BaseModel):
         None, description="Your tags: at most 16 keys of at most 64 characters, string values of at most 512; "
                           "returned with the job, filterable with `metadata.<key>=<value>`"
     )
+
+    retry: RetryPolicy | None = Field(None, description="Retry policy; default: one attempt, never re-run")
 
     callback_url: str | None = Field(
         None, max_length=2000,

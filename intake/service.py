@@ -50,8 +50,9 @@ _JOBS = cast(Table, Job.__table__)
 _COLUMNS = ("id", "status", "target", "model", "version", "deployment", "input_public", "secret_names",
             "input_sealed", "api_key_id", "idempotency_key", "request_hash", "created_at", "updated_at",
             "deadline_at", "next_check_at", "polls", "attempts", "deliveries", "priority",
-            "callback_url", "callback_on_running", "meta", "batch_id", "batch_seq")
-_JSON_COLUMNS = frozenset({"input_public", "secret_names", "meta"})
+            "callback_url", "callback_on_running", "meta", "batch_id", "batch_seq",
+            "retry_max_attempts", "retry_on", "attempt", "retries_left", "deadline_seconds")
+_JSON_COLUMNS = frozenset({"input_public", "secret_names", "meta", "retry_on"})
 _COPY_SQL = f"COPY jobs ({', '.join(_COLUMNS)}) FROM STDIN"
 _INSERT = _JOBS.insert()  # built once: constructing it per call showed up in the single-submit profile
 
@@ -395,4 +396,9 @@ class Intake:
             "meta": req.metadata or None,
             "batch_id": None,
             "batch_seq": None,
+            "retry_max_attempts": req.retry.max_attempts if req.retry else 1,
+            "retry_on": list(dict.fromkeys(req.retry.on)) if req.retry else None,
+            "attempt": 1,
+            "retries_left": req.retry.max_attempts - 1 if req.retry else 0,
+            "deadline_seconds": deadline,
         }

@@ -30,12 +30,18 @@ _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.SUBMITTING: frozenset(
         {JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.STORING, JobStatus.FAILED, JobStatus.CANCELED}
     ),
-    JobStatus.RUNNING: frozenset({JobStatus.STORING, JobStatus.FAILED, JobStatus.CANCELED}),
+    # RUNNING -> QUEUED: the job's retry policy (0008) starts a new attempt once its prediction is terminal.
+    JobStatus.RUNNING: frozenset({JobStatus.STORING, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.QUEUED}),
     JobStatus.STORING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED}),
+    # A succeeded job is final: its prediction was paid for and its outputs are stored.
     JobStatus.SUCCEEDED: frozenset(),
-    JobStatus.FAILED: frozenset(),
-    JobStatus.CANCELED: frozenset(),
+    # FAILED/CANCELED -> QUEUED: a replay (POST /v1/jobs/{id}/retry, bulk retry) makes a new attempt,
+    # the finished one recorded in job_attempts in the same transaction (models/attempts.py).
+    JobStatus.FAILED: frozenset({JobStatus.QUEUED}),
+    JobStatus.CANCELED: frozenset({JobStatus.QUEUED}),
 }
+# The terminal statuses a replay may start again from.
+REPLAYABLE: frozenset[JobStatus] = frozenset({JobStatus.FAILED, JobStatus.CANCELED})
 
 
 class InvalidTransition(ValueError):
@@ -83,3 +89,18 @@ class ErrorCode(StrEnum):
     POISON = "too_many_deliveries"  # the job kept killing or timing out workers
     LOST = "prediction_lost"  # the prediction cannot be found on Replicate any more
     SECRETS = "secrets_unavailable"  # cannot decrypt the job's secret fields (key rotated away)
+
+
+# 0008: what a job's retry policy (`"retry": {"on": [...]}`) may name, and the error codes each covers.
+# Only outcomes after which no prediction of the attempt can still be running are retryable: the next
+# attempt's create must never run beside the previous prediction.
+RETRY_ON: dict[str, frozenset[ErrorCode]] = {
+    "model_error": frozenset({ErrorCode.PREDICTION_FAILED}),  # the model failed (Replicate "failed")
+    "aborted": frozenset({ErrorCode.PREDICTION_ABORTED}),  # Replicate aborted it before it started
+    "timeout": frozenset({ErrorCode.DEADLINE_EXCEEDED}),  # our per-attempt deadline passed
+    "canceled_upstream": frozenset({ErrorCode.PREDICTION_CANCELED}),  # canceled on Replicate by someone else
+    "replicate_error": frozenset({ErrorCode.REPLICATE_ERROR}),  # a permanent non-422 refusal of the create
+    "output_expired": frozenset({ErrorCode.OUTPUT_EXPIRED}),  # outputs gone before we copied them
+}
+DEFAULT_RETRY_ON: tuple[str, ...] = ("model_error",)
+MAX_ATTEMPTS = 5

@@ -92,6 +92,16 @@ class Job(Base):
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"))
     batch_seq: Mapped[int | None] = mapped_column(Integer)
 
+    # 0008: retries. The policy (at most `retry_max_attempts` attempts, retried on the outcomes named in
+    # `retry_on`, see models/status.py RETRY_ON), the current attempt's number (1-based), how many more
+    # attempts the policy still allows in this run (a replay starts a new run), and the deadline of one
+    # attempt in seconds (each attempt gets its own deadline_at). Earlier attempts: job_attempts.
+    retry_max_attempts: Mapped[int] = mapped_column(SmallInteger, default=1, server_default="1")
+    retry_on: Mapped[list[str] | None] = mapped_column(JSON)
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    retries_left: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+    deadline_seconds: Mapped[float | None] = mapped_column(Float)
+
     # Replicate's side, recorded as soon as the create answers.
     prediction_id: Mapped[str | None] = mapped_column(String(64))
     prediction_status: Mapped[str | None] = mapped_column(String(16))
@@ -130,6 +140,10 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
 
+    # 0008: the finished earlier attempts, loaded with the job wherever the API loads jobs (one SELECT per
+    # page); workers never load ORM rows.
+    past_attempts: Mapped[list[JobAttempt]] = relationship(
+        order_by="JobAttempt.attempt", lazy="selectin", cascade="all, delete-orphan", passive_deletes=True)
     outputs: Mapped[list[JobOutput]] = relationship(
         # Loaded only where shown (API views ask for it): the worker's hot path reads jobs without it.
         back_populates="job", order_by="JobOutput.index", cascade="all, delete-orphan", lazy="select"
@@ -195,6 +209,45 @@ class BatchError(Base):
     batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True)
     line: Mapped[int] = mapped_column(Integer, primary_key=True)
     fields: Mapped[list[dict[str, str]]] = mapped_column(JSON)  # [{"field", "reason"}]
+
+
+class JobAttempt(Base):
+    """0008: a finished attempt of a job that was tried again (by its retry policy or a replay), written
+    in the transaction that queued the next attempt. The current (last) attempt lives in the jobs row."""
+
+    __tablename__ = "job_attempts"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # how the attempt ended: failed | canceled
+    prediction_id: Mapped[str | None] = mapped_column(String(64))
+    prediction_status: Mapped[str | None] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    metrics: Mapped[dict[str, float | None]] = mapped_column(JSON)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # its (last) claim for a create
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class BulkAction(Base):
+    """0008: a bulk retry or cancel (`POST /v1/jobs/bulk`) and its progress, written once per chunk."""
+
+    __tablename__ = "bulk_actions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
+    action: Mapped[str] = mapped_column(String(16))  # retry | cancel
+    filter: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="running")  # running | done | failed
+    matched: Mapped[int] = mapped_column(Integer, default=0)  # jobs the filter matched at the start
+    done: Mapped[int] = mapped_column(Integer, default=0)  # jobs retried or canceled (or cancel requested)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)  # jobs that had moved on meanwhile
+    skipped_secrets_deleted: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_bulk_actions_key_created", "api_key_id", "created_at"),)
 
 
 class JobOutput(Base):

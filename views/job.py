@@ -58,6 +58,16 @@ class JobErrorView(BaseModel):
     message: str | None
 
 
+class AttemptView(BaseModel):
+    attempt: int = Field(description="1-based")
+    status: str = Field(description="The job's status during this attempt; earlier attempts: how they ended")
+    prediction_id: str | None
+    error: JobErrorView | None
+    metrics: Metrics
+    started_at: datetime | None = Field(None, description="Its (last) claim for a create")
+    finished_at: datetime | None
+
+
 class JobView(BaseModel):
     id: str
     status: str = Field(description="queued | submitting | running | storing | succeeded | failed | canceled")
@@ -74,7 +84,11 @@ class JobView(BaseModel):
     metrics: Metrics
     outputs: list[OutputView]
     error: JobErrorView | None
-    attempts: int
+    attempts: int = Field(description="Creates sent for the current attempt (stays 1; see attempt_history)")
+    attempt: int = Field(1, description="The current attempt's number (retry policy, replays)")
+    attempt_history: list[AttemptView] = Field(
+        default_factory=list, description="Every attempt, oldest first; the last is the current one, whose "
+                                          "metrics are the job's")
     cancel_requested: bool
     created_at: datetime
     submitted_at: datetime | None
@@ -105,6 +119,12 @@ def job_view(job: Job, output_url: OutputUrl, *, input_limit: int | None = None,
     """`input_limit`: leave out an input larger than this many bytes (list pages). `show_storage`:
     include each output's storage URI (ops/admin callers)."""
     public = job.input_public or {}
+    metrics = Metrics(
+        predict_time=job.predict_time, total_time=job.total_time, queue_time=job.queue_time,
+        start_time=job.start_time, detection_lag=job.detection_lag, storage_time=job.storage_time,
+        end_to_end_time=job.end_to_end_time,
+    )
+    error = JobErrorView(code=job.error_code, message=job.error_message) if job.error_code else None
     omitted = input_limit is not None and larger_than(public, input_limit)
     return JobView(
         id=job.id,
@@ -116,18 +136,23 @@ def job_view(job: Job, output_url: OutputUrl, *, input_limit: int | None = None,
         input_omitted=omitted,
         prediction_id=job.prediction_id,
         prediction_status=job.prediction_status,
-        metrics=Metrics(
-            predict_time=job.predict_time, total_time=job.total_time, queue_time=job.queue_time,
-            start_time=job.start_time, detection_lag=job.detection_lag, storage_time=job.storage_time,
-            end_to_end_time=job.end_to_end_time,
-        ),
+        metrics=metrics,
         outputs=[
             OutputView(index=o.index, content_type=o.content_type, size=o.size, sha256=o.sha256,
                        storage_uri=o.storage_uri if show_storage else None, url=output_url(job.id, o.index))
             for o in job.outputs
         ],
-        error=JobErrorView(code=job.error_code, message=job.error_message) if job.error_code else None,
+        error=error,
         attempts=job.attempts or 0,
+        attempt=job.attempt or 1,
+        attempt_history=[
+            *(AttemptView(attempt=a.attempt, status=a.status, prediction_id=a.prediction_id,
+                          error=JobErrorView(code=a.error_code, message=a.error_message) if a.error_code else None,
+                          metrics=Metrics(**(a.metrics or {})), started_at=a.started_at, finished_at=a.finished_at)
+              for a in job.past_attempts),
+            AttemptView(attempt=job.attempt or 1, status=job.status, prediction_id=job.prediction_id, error=error,
+                        metrics=metrics, started_at=job.submit_started_at, finished_at=job.finished_at),
+        ],
         cancel_requested=job.cancel_requested_at is not None,
         created_at=job.created_at,
         submitted_at=job.submitted_at,
@@ -158,6 +183,8 @@ def accepted_view(job: AcceptedJob) -> JobView:
         outputs=[],
         error=None,
         attempts=0,
+        attempt_history=[AttemptView(attempt=1, status=job.status, prediction_id=None, error=None, metrics=Metrics(),
+                                     finished_at=None)],
         cancel_requested=False,
         created_at=job.created_at,
         submitted_at=None,

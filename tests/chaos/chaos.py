@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -50,6 +51,7 @@ from sqlalchemy.orm import selectinload
 from genqueue.bootstrap import Root
 from genqueue.cli.stack import Child, Stack, free_port, genqueue_argv, wait_http
 from genqueue.intake import JobRequest
+from genqueue.intake.requests import RetryPolicy
 from genqueue.models.keys import Limits, Role, create_key
 from genqueue.models.status import TERMINAL_NAMES as TERMINAL
 from genqueue.models.tables import Job
@@ -85,6 +87,8 @@ class ChaosConfig:
     fault_first_download: float = 0.05
     fault_lost_create: float = 0.0
     seed: int | None = None
+    # every job's retry policy: this many attempts on model_error (1: the default, never re-run)
+    retry_attempts: int = 1
     # injections, spread evenly over the run's progress (fraction of terminal jobs)
     kills: int = 1  # SIGKILL a worker's whole process group, then restart it (a supervisor's job)
     flushes: int = 1  # FLUSHDB the Redis DB index (Redis restarted with nothing persisted)
@@ -140,6 +144,9 @@ class Report:
     adopted_lost_creates: int = 0
     recreated_after_lookup: int = 0
     attempts: dict[str, int] = field(default_factory=dict)
+    # retry policies: jobs by their number of attempts (prediction made and finished, one after another)
+    tries: dict[str, int] = field(default_factory=dict)
+    total_tries: int = 0
     duplicates: int = 0
     violations: list[str] = field(default_factory=list)
     workdir: str = ""
@@ -181,6 +188,7 @@ class Report:
             f"{self.recreated_after_lookup}",
             f"  create attempts per job {dict(sorted(self.attempts.items()))}",
             f"  duplicate predictions {self.duplicates}",
+            f"  attempts per job  {self.tries} (predictions made by attempts: {self.total_tries})",
         ]
         if self.sweeps_sent:
             lines.append(f"  sweeps sent       {self.sweeps_sent}")
@@ -250,11 +258,12 @@ def _env(cfg: ChaosConfig, workdir: Path, db_url: str, redis_url: str, sim_url: 
     return env
 
 
-def _request(run_tag: str, i: int) -> JobRequest:
+def _request(run_tag: str, i: int, retry_attempts: int = 1) -> JobRequest:
     inp = {"prompt": f"chaos {run_tag} job {i}: ocean waves at dawn", "aspect_ratio": "16:9",
            "output_format": "png", "steps": 4, "api_key": FAKE_API_KEY}
+    retry = RetryPolicy(max_attempts=retry_attempts, on=["model_error"]) if retry_attempts > 1 else None
     # Every priority is mixed in (the dispatcher's order must not cost correctness).
-    return JobRequest(version=VERSION, input=inp, priority=i % 10)
+    return JobRequest(version=VERSION, input=inp, priority=i % 10, retry=retry)
 
 
 class HttpSubmitter:
@@ -576,16 +585,54 @@ def _stored_sha(uri: str) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def verify_tries(job: Job, records: dict[str, dict[str, Any]], retry_attempts: int, v: list[str]) -> list[str]:
+    """A job's earlier attempts (retry policy): each made one prediction that failed, the next one was
+    created only after it had finished, and the policy's number of attempts was used exactly (all of them
+    when the last failed too, fewer only when one succeeded). Returns the earlier attempts' predictions."""
+    tag = f"job {job.id}"
+    past = list(job.past_attempts)
+    tries = len(past) + 1
+    if [a.attempt for a in past] != list(range(1, tries)) or job.attempt != tries:
+        v.append(f"{tag}: attempts numbered {[a.attempt for a in past]} then {job.attempt}")
+    if tries > retry_attempts:
+        v.append(f"{tag}: {tries} attempts, more than the policy's {retry_attempts}")
+    if job.status == "failed" and job.error_code == "prediction_failed" and tries != retry_attempts:
+        v.append(f"{tag}: failed after {tries} attempts, the policy asks for {retry_attempts}")
+    pids = [a.prediction_id for a in past]
+    for a in past:
+        rec = records.get(a.prediction_id or "")
+        if rec is None or a.status != "failed" or a.error_code != "prediction_failed" or rec["status"] != "failed":
+            v.append(f"{tag}: attempt {a.attempt} ({a.status}/{a.error_code}, prediction {a.prediction_id}) "
+                     "is not a failed prediction on the simulator")
+        elif a.error_message != rec["error"]:
+            v.append(f"{tag}: attempt {a.attempt} error {a.error_message!r} != simulator {rec['error']!r}")
+    chain = [records.get(p or "") for p in [*pids, job.prediction_id]]
+    for before, after in itertools.pairwise(chain):
+        if before and after and _ts(after["created_at"]) < _ts(before["completed_at"]):
+            v.append(f"{tag}: prediction {after['id']} created before {before['id']} had finished (two at once)")
+    return [p for p in pids if p]
+
+
+def _ts(value: str) -> Any:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 def verify(jobs: list[Job], records: dict[str, dict[str, Any]], inputs: dict[str, dict[str, Any]],
-           report: Report) -> None:
+           report: Report, retry_attempts: int = 1) -> None:
     """Every job against the simulator's record; appends to report.violations."""
     v = report.violations
     owned: set[str] = set()
+    tries: Counter[int] = Counter()
     for job in jobs:
         tag = f"job {job.id}"
         if job.status not in TERMINAL:
             v.append(f"{tag}: not terminal ({job.status})")
             continue
+        earlier = verify_tries(job, records, retry_attempts, v)
+        owned.update(earlier)
+        tries[len(earlier) + 1] += 1
         if job.prediction_id is None:
             v.append(f"{tag}: {job.status} without a prediction ({job.error_code}: {job.error_message})")
             continue
@@ -596,8 +643,9 @@ def verify(jobs: list[Job], records: dict[str, dict[str, Any]], inputs: dict[str
             continue
         if rec["input_fingerprint"] != fingerprint(inputs[job.id]):
             v.append(f"{tag}: prediction {rec['id']} was made for another input")
-        if rec["duplicates"] != 1:
-            v.append(f"{tag}: {rec['duplicates']} creates on the simulator for this input (duplicate predictions)")
+        if rec["duplicates"] != len(earlier) + 1:  # one create per attempt, never more
+            v.append(f"{tag}: {rec['duplicates']} creates on the simulator for this input over "
+                     f"{len(earlier) + 1} attempts (duplicate predictions)")
         if job.prediction_status != rec["status"]:
             v.append(f"{tag}: prediction_status {job.prediction_status} != simulator {rec['status']}")
         metrics = rec.get("metrics") or {}
@@ -630,8 +678,10 @@ def verify(jobs: list[Job], records: dict[str, dict[str, Any]], inputs: dict[str
         v.append(f"prediction {pid} on the simulator belongs to no job (duplicates={records[pid]['duplicates']})")
     if len(orphans) > 20:
         v.append(f"... {len(orphans) - 20} more orphan predictions")
-    # extra creates: predictions beyond one per distinct input
-    report.duplicates = len(records) - len({r["input_fingerprint"] for r in records.values()})
+    # extra creates: predictions beyond one per attempt (with one attempt each: one per distinct input)
+    report.tries = {str(k): n for k, n in sorted(tries.items())}
+    report.total_tries = sum(k * n for k, n in tries.items())
+    report.duplicates = len(records) - report.total_tries
 
 
 def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
@@ -698,7 +748,7 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
                 injector = _Injector(cfg, workers, rclient, report, api=api, proxy=proxy, aof=aof, beat=beat,
                                      progress=plog, pg=pg)
                 injector.supervised = [*workers, *(c for n, c in stack.children.items() if n.startswith("beat"))]
-                requests = [_request(run_tag, i) for i in range(cfg.jobs)]
+                requests = [_request(run_tag, i, cfg.retry_attempts) for i in range(cfg.jobs)]
                 # Parts go to three keys in turn: fair shares, a weight and a running limit in play.
                 with sessions.begin() as s:
                     part_keys = [create_key(s, f"chaos-{n}", Role.SUBMIT, Limits(**limits))[0].id
@@ -778,7 +828,7 @@ def run(cfg: ChaosConfig, *, progress: bool = False) -> Report:
                             for j in jobs_list if j.status not in TERMINAL}
             if report.drain_seconds is None:
                 report.violations.append(f"not all jobs terminal after {cfg.timeout:.0f}s: {counts}")
-            verify(jobs_list, records, full_inputs, report)
+            verify(jobs_list, records, full_inputs, report, cfg.retry_attempts)
             _scan_logs(workdir / "logs", report)
             report.recovery = recovery_times(report.faults, plog)
     finally:
@@ -811,6 +861,8 @@ def main(argv: list[str] | None = None) -> int:
                  "fault_first_download", "fault_lost_create"):
         ap.add_argument("--" + knob.replace("_", "-"), type=float, default=getattr(d, knob))
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--retry-attempts", type=int, default=d.retry_attempts,
+                    help="every job's retry policy: this many attempts on model_error")
     ap.add_argument("--kills", type=int, default=d.kills)
     ap.add_argument("--flushes", type=int, default=d.flushes)
     ap.add_argument("--pg-outage", type=float, default=d.pg_outage, help="seconds PostgreSQL refuses connections")

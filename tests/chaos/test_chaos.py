@@ -49,3 +49,22 @@ def test_lost_create_responses_are_adopted_never_duplicated(tmp_path: Path) -> N
     assert report.sim_stats["creates_lost"] > 0
     assert report.adopted_lost_creates >= report.sim_stats["creates_lost"]
     assert report.statuses == {"succeeded": cfg.jobs}
+
+
+def test_retry_policies_under_failures_make_exactly_their_attempts_never_a_duplicate(tmp_path: Path) -> None:
+    # A third of the predictions fail; every job may take 3 attempts. With a worker SIGKILLed and Redis
+    # emptied (delayed requeues lost: the sweeper's audit puts those jobs back), each job still ends with
+    # exactly the policy's attempts when all failed, one prediction per attempt, one after another.
+    # A redis-server of the run's own (private_redis): flushing it touches nobody else's data.
+    cfg = ChaosConfig(jobs=60, workers=2, concurrency=4, db="postgresql", redis_db=0, private_redis=True,
+                      predict_seconds=0.4, start_delay=0.2, jitter=0.3, fail_rate=0.35, fault_429=0.05,
+                      fault_5xx=0.03, fault_drop=0.02, fault_first_download=0.0, kills=1, flushes=1,
+                      retry_attempts=3, timeout=300, workdir=tmp_path)
+    report = run(cfg)
+    print(report.summary())
+    assert report.drain_seconds is not None, report.summary()
+    assert report.violations == [], report.summary()
+    assert report.duplicates == 0
+    assert report.sim_predictions == report.total_tries  # one prediction per attempt, no more
+    assert report.total_tries > cfg.jobs and "2" in report.tries  # retries did happen
+    assert set(report.error_codes) <= {"prediction_failed"}

@@ -31,10 +31,12 @@ from genqueue.models.status import (
 )
 
 
-def test_terminal_statuses_have_no_way_out() -> None:
+def test_terminal_statuses_leave_only_by_a_replay() -> None:
+    # 0008: a failed or canceled job may be queued again (a replay); a succeeded one never moves.
     for src in TERMINAL:
         for dst in JobStatus:
-            assert not can_transition(src, dst)
+            assert can_transition(src, dst) == (src in (JobStatus.FAILED, JobStatus.CANCELED)
+                                                and dst is JobStatus.QUEUED)
 
 
 def test_create_is_claimed_before_running() -> None:

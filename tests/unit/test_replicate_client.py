@@ -650,6 +650,22 @@ def test_find_created_prefers_the_oldest_match() -> None:
     assert found is not None and found.id == "first"
 
 
+def test_find_created_skips_excluded_predictions() -> None:
+    # A retried job's earlier attempts made predictions of the same input: never adopted as the current one.
+    after = datetime(2025, 6, 27, 19, 0, tzinfo=UTC)
+    client, _, _ = make(
+        listing(
+            prediction_json("attempt2", created_at="2025-06-27T19:05:00Z"),
+            prediction_json("attempt1", created_at="2025-06-27T19:01:00Z"),
+        )
+    )
+    found = client.find_created(created_after=after, version=HEX, model=None, input_digest=input_digest(SENT),
+                                exclude=frozenset({"attempt1"}))
+    assert found is not None and found.id == "attempt2"
+    assert client.find_created(created_after=after, version=HEX, model=None, input_digest=input_digest(SENT),
+                               exclude=frozenset({"attempt1", "attempt2"})) is None
+
+
 def test_find_created_ignores_removed_inputs() -> None:
     after = datetime(2025, 6, 27, 19, 0, tzinfo=UTC)
     client, _, _ = make(listing(prediction_json("gone", input={}, data_removed=True)))

@@ -28,6 +28,7 @@ from genqueue.worker.lifecycle.decision import (
 )
 from genqueue.worker.lifecycle.follow import observed
 from genqueue.worker.lifecycle.policy import Policy
+from genqueue.worker.lifecycle.retry import retry_instead
 from genqueue.worker.lifecycle.snapshot import JobSnapshot, prediction_fields
 from genqueue.worker.replicate.types import Prediction
 
@@ -54,6 +55,7 @@ def before_create(job: JobSnapshot, now: datetime, *, dispatched: bool = False) 
         return fail(job, ErrorCode.POISON, f"gave up after {job.deliveries} attempts to submit", now)
     if job.status is JobStatus.QUEUED:
         if job.deadline_at is not None and now >= job.deadline_at:
+            # Not retried even with "timeout": no attempt ran, and a fresh deadline would defeat the caller's.
             return fail(job, ErrorCode.DEADLINE_EXCEEDED, "deadline reached while queued", now)
         return Action.CREATE if dispatched else Action.ENQUEUE
     if job.create_in_flight_until is not None and now < job.create_in_flight_until:
@@ -121,7 +123,7 @@ def created(job: JobSnapshot, p: Prediction, now: datetime, policy: Policy, expe
 def create_refused(job: JobSnapshot, status_code: int | None, message: str, now: datetime) -> Decision:
     """Replicate refused the create for good (4xx): nothing was created."""
     code = ErrorCode.INPUT_REJECTED if status_code == 422 else ErrorCode.REPLICATE_ERROR
-    return fail(job, code, message, now, expect=(JobStatus.SUBMITTING,))
+    return retry_instead(job, fail(job, code, message, now, expect=(JobStatus.SUBMITTING,)), now)
 
 
 def create_unanswered(job: JobSnapshot, *, maybe_sent: bool, delay: float, now: datetime) -> Decision:

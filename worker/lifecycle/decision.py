@@ -59,6 +59,8 @@ class Decision:
     # A succeeded prediction's duration: shared with the fleet as the model's expected time.
     observed_duration: float | None = None
     log: str | None = None
+    # 0008: the attempt this decision ends, to record in job_attempts with the write (a retry).
+    archive: dict[str, Any] | None = None
 
 
 # Rules every step shares.

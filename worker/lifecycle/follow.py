@@ -10,6 +10,7 @@ from genqueue.models.jobs import finish_timings
 from genqueue.models.status import PREDICTION_TERMINAL, ErrorCode, JobStatus, job_status_for_prediction
 from genqueue.worker.lifecycle.decision import EARLY, MAX_DELIVERIES, MIN_CANCEL_AFTER, Decision, Next, Step, fail
 from genqueue.worker.lifecycle.policy import Policy
+from genqueue.worker.lifecycle.retry import retry_instead
 from genqueue.worker.lifecycle.snapshot import JobSnapshot, prediction_fields
 from genqueue.worker.replicate.types import Prediction
 
@@ -87,9 +88,10 @@ def terminal(job: JobSnapshot, p: Prediction, now: datetime, policy: Policy,
     else:
         values.update(finished_at=now, next_check_at=None, **finish_timings(seen, now))
         then = Next()
-    return Decision(expect=(job.status,), to=dst, values=values, then=then,
-                    observed_duration=duration(p) if p.status == "succeeded" else None,
-                    log=f"prediction={p.id} {p.status} -> {dst.value} predict_time={p.predict_time}")
+    return retry_instead(job, Decision(
+        expect=(job.status,), to=dst, values=values, then=then,
+        observed_duration=duration(p) if p.status == "succeeded" else None,
+        log=f"prediction={p.id} {p.status} -> {dst.value} predict_time={p.predict_time}"), now)
 
 
 _TIMELINE = frozenset({"prediction_created_at", "prediction_started_at", "completed_at", "detected_at"})

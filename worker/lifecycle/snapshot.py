@@ -41,6 +41,12 @@ class JobSnapshot:
     deliveries: int
     api_key_id: str | None = None
     priority: int = 5
+    # 0008: the retry policy and where the job is in it (models/tables.py Job).
+    attempt: int = 1
+    retries_left: int = 0
+    retry_on: list[str] | None = None
+    deadline_seconds: float | None = None
+    submitted_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> JobSnapshot:

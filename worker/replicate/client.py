@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -246,10 +246,12 @@ class ReplicateClient:
         version: str | None,
         model: str | None,
         input_digest: str,
+        exclude: Collection[str] = (),
     ) -> Prediction | None:
         """Find the prediction a lost create made: same input digest and same version (hex part) or
         model, created at or after ``created_after``. When several match, the oldest one wins (the
-        earliest create after ``created_after`` is the likeliest to be ours)."""
+        earliest create after ``created_after`` is the likeliest to be ours). ``exclude``: ids known to
+        be someone else's (a retried job's earlier attempts have the same input)."""
         if created_after.tzinfo is None:
             created_after = created_after.replace(tzinfo=UTC)
         want_version = version_hex(version) if version else None
@@ -258,7 +260,7 @@ class ReplicateClient:
         for prediction in self.iter_predictions(created_after=created_after):
             if prediction.created_at is not None and prediction.created_at < created_after:
                 break  # newest first: everything after this is older still
-            if prediction.input_digest != input_digest:
+            if prediction.input_digest != input_digest or prediction.id in exclude:
                 continue
             if want_version is not None and version_hex(prediction.version or "") != want_version:
                 continue

@@ -12,6 +12,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from genqueue.core.crypto import SecretsError, decrypt_secrets
 from genqueue.core.events import publish
+from genqueue.models.attempts import earlier_predictions
 from genqueue.models.jobs import JOBS
 from genqueue.models.status import JobStatus
 from genqueue.sched.ready import entry
@@ -86,9 +87,13 @@ def _reconcile(ctx: WorkerContext, job: JobSnapshot, payload: dict[str, Any]) ->
     budget = ctx.limiter.acquire("read")
     if budget > 0:
         return commit(ctx, job, wait(job, Step.SUBMIT, budget, now))
+    exclude: frozenset[str] = frozenset()
+    if job.attempt > 1:  # a retried job: its earlier attempts' predictions have the same input
+        with ctx.sessions() as session:
+            exclude = earlier_predictions(session, job.id)
     try:
         found = ctx.replicate.find_created(created_after=rules.reconcile_since(job), version=job.version,
-                                           model=job.model, input_digest=input_digest(payload))
+                                           model=job.model, input_digest=input_digest(payload), exclude=exclude)
     except TransientError as exc:
         return commit(ctx, job, wait(job, Step.SUBMIT, exc.retry_after or retry_delay(), now))
     if found is None:

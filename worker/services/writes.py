@@ -9,7 +9,7 @@ from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from genqueue.core.events import publish
-from genqueue.models import callbacks
+from genqueue.models import attempts, callbacks
 from genqueue.models.base import utcnow
 from genqueue.models.jobs import JOBS, compare_and_set
 from genqueue.worker.context import WorkerContext
@@ -37,9 +37,13 @@ def _values(d: Decision) -> dict[str, Any]:
 
 
 def write(session: Session, job_id: str, d: Decision) -> bool:
-    """The decision's compare-and-set, in the caller's transaction; True if it matched."""
+    """The decision's compare-and-set, in the caller's transaction; True if it matched. A decision that
+    starts a new attempt records the finished one (job_attempts) in the same transaction."""
     if callbacks.event_for(d.to) is None:
-        return bool(compare_and_set(session, job_id, d.expect, _values(d), to=d.to, guard=d.guard))
+        won = bool(compare_and_set(session, job_id, d.expect, _values(d), to=d.to, guard=d.guard))
+        if won and d.archive is not None:
+            attempts.add_record(session, [d.archive])
+        return won
     return write_returning(session, job_id, d) is not None
 
 
@@ -48,6 +52,8 @@ def write_returning(session: Session, job_id: str, d: Decision) -> JobSnapshot |
     row = compare_and_set(session, job_id, d.expect, _values(d), to=d.to, guard=d.guard, returning=True)
     if row is None or isinstance(row, bool):
         return None
+    if d.archive is not None:
+        attempts.add_record(session, [d.archive])
     _callback_outbox(session, row, d)
     return JobSnapshot.from_row(row)
 

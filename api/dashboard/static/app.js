@@ -50,6 +50,34 @@
     });
   }
 
+  function post(path, body) {
+    return fetch(path, {method: "POST", body: JSON.stringify(body),
+                        headers: {Authorization: "Bearer " + key(), "Content-Type": "application/json"}})
+      .then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (b) {
+          if (r.status === 403) throw new Error("Retrying needs an admin key.");
+          if (!r.ok) throw new Error((b.error && b.error.message) || ("HTTP " + r.status));
+          return b;
+        });
+      });
+  }
+
+  // A failures group's retry button: count the failed jobs of that code (dry run), confirm, then one bulk
+  // retry (POST /v1/jobs/bulk); the answer's count and id are shown under the table.
+  function retryGroup(code, btn) {
+    var filter = {status: "failed", error_code: code};
+    var note = $("failures-note");
+    btn.disabled = true;
+    post("/v1/jobs/bulk", {action: "retry", filter: filter, dry_run: true}).then(function (dry) {
+      if (!dry.matched) { note.textContent = "No failed " + code + " jobs to retry."; return null; }
+      if (!window.confirm("Retry " + dry.matched + " failed jobs with error " + code + "?")) return null;
+      return post("/v1/jobs/bulk", {action: "retry", filter: filter}).then(function (b) {
+        note.textContent = "Retry of " + b.matched + " " + code + " jobs started (" + b.id + ").";
+      });
+    }).catch(function (e) { note.textContent = e.message; })
+      .then(function () { btn.disabled = false; });
+  }
+
   function showLogin(message) {
     stop();
     $("main").classList.add("hidden");
@@ -123,8 +151,11 @@
       var p = s.latency.phases[k];
       return row([k, p.count || 0, secs(p.p50), secs(p.p95), secs(p.p99)]);
     }));
-    table($("failures"), ["code", "n", "latest message"], s.failures.map(function (f) {
-      return row([f.error_code, f.count, h("span", {cls: "msg", title: f.latest_message || "", text: f.latest_message || "–"})]);
+    table($("failures"), ["code", "n", "latest message", ""], s.failures.map(function (f) {
+      var btn = h("button", {cls: "retry-btn", type: "button", "data-code": f.error_code, text: "retry"});
+      btn.addEventListener("click", function () { retryGroup(f.error_code, btn); });
+      return row([f.error_code, f.count, h("span", {cls: "msg", title: f.latest_message || "", text: f.latest_message || "–"}),
+                  btn], {"data-code": f.error_code});
     }));
     var cb = s.callbacks || {};
     table($("callbacks"), ["pending", "delivered", "gave up", "failed attempts"],
