@@ -18,6 +18,7 @@ from genqueue.intake.errors import FieldError
 from genqueue.models.base import utcnow
 from genqueue.models.jobs import STUCK_AFTER
 from genqueue.models.keys import Role
+from genqueue.models.schedule import cap_report
 from genqueue.models.stats_report import filters_for, report
 
 router = APIRouter(prefix="/v1", tags=["ops"])
@@ -72,4 +73,5 @@ def get_stats(
                     now=now)
     estimator: Estimator = request.app.state.estimator
     result["scheduling"] = estimator.scheduling(session, api_key_id)
+    result["spend_caps"] = cap_report(session, settings.prices(), now)
     return result

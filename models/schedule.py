@@ -112,3 +112,26 @@ def queued_depths(session: Session, api_key_id: str | None = None) -> list[tuple
     if api_key_id is not None:
         stmt = stmt.where(JOBS.c.api_key_id == api_key_id)
     return [(int(p), k, int(n)) for p, k, n in session.execute(stmt)]
+
+
+def cap_report(session: Session, prices: PriceTable, now: datetime) -> list[dict[str, object]]:
+    """Every active key with a spend cap: its limit, window, spend in it, whether it is held, and when
+    the window resets (what ops see on the dashboard and in /v1/stats)."""
+    limits = {k: v for k, v in key_limits(session).items() if v.spend_cap is not None}
+    if not limits:
+        return []
+    names = {r.id: r.name for r in session.execute(select(KEYS.c.id, KEYS.c.name).where(KEYS.c.id.in_(list(limits))))}
+    out: list[dict[str, object]] = []
+    for period in Period:
+        keys = [k for k, v in limits.items() if v.spend_cap is not None and v.spend_cap.period is period]
+        if not keys:
+            continue
+        start, reset = spend_window(period, now)
+        spent = spend_by_key(session, prices, start, keys)
+        for k in keys:
+            cap = limits[k].spend_cap
+            assert cap is not None
+            out.append({"api_key_id": k, "name": names.get(k), "limit": cap.limit, "period": period.value,
+                        "spent": round(spent.get(k, 0.0), 6), "reached": cap_reached(cap, spent.get(k, 0.0)),
+                        "resets_at": reset.isoformat()})
+    return sorted(out, key=lambda r: (not r["reached"], str(r["name"])))
