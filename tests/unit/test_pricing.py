@@ -103,3 +103,16 @@ def test_the_plan_skips_a_held_key_and_serves_the_others() -> None:
     assert [p.job_id for p in picks] == ["f0"]
     released = plan(lanes, 5, 10.0, rules={}, active={}, fairness=Fairness())
     assert sorted(p.job_id for p in released) == ["c0", "c1", "f0"]
+
+
+def test_a_bad_price_table_stops_start_up_naming_the_variable_and_entry(tmp_path: Path) -> None:
+    from genqueue.core.settings import ConfigError, load_settings
+
+    bad = tmp_path / "prices.json"
+    bad.write_text(json.dumps({"models": {"a/b": {"hardware": "tpu"}}}))
+    with pytest.raises(ConfigError, match=r"GENQUEUE_PRICE_TABLE: .*models\.a/b\.hardware"):
+        load_settings(_env_file=None, GENQUEUE_PRICE_TABLE=str(bad))
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(TABLE))
+    prices = load_settings(_env_file=None, GENQUEUE_PRICE_TABLE=str(good), GENQUEUE_PRICE_PER_SECOND="0.5").prices()
+    assert prices.price("owner/a40").per_second == 0.000725 and prices.default.per_second == 0.0014
