@@ -5,12 +5,14 @@ sends are recorded, as in test_dispatcher.py)."""
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 import genqueue.worker.dispatcher as dispatcher
 from genqueue.bootstrap import Root
@@ -113,3 +115,43 @@ def test_raising_the_cap_releases_at_once_and_a_key_under_its_cap_submits(root: 
     loop.step()
     assert sorted(sent) == sorted(rest)
     assert len(_submit(root.intake, capped, 1)) == 1  # 0.01 of 1.00 USD spent: accepted
+
+
+def test_with_real_workers_a_cap_reached_mid_batch_holds_the_rest_until_raised(tmp_path: Path, pg_url: str,
+                                                                                 redis_url: str) -> None:
+    """The same with the simulator and a Celery worker process (its dispatcher reads caps every
+    RULES_EVERY = 5 s, on its own clock, so the window reset is the in-process test's; here the cap is
+    raised): one job at a time (max_running 1), each ~2 s at 1 USD/s, a cap of 1 USD."""
+    from genqueue.simulator.config import SimConfig
+    from genqueue.simulator.server import run_in_thread
+    from tests.support.pipeline import FAKE_API_KEY, pipeline
+
+    sim = run_in_thread(SimConfig(start_delay=0.1, predict_seconds=2.0, fail_rate=0.0, fault_429=0.0,  # type: ignore[arg-type]
+                                  fault_5xx=0.0, fault_drop=0.0, fault_lost_create=0.0, output_mode="url"))
+    try:
+        with pipeline(tmp_path, pg_url, redis_url, sim.base_url, concurrency=2,
+                      env_extra={"GENQUEUE_PRICE_PER_SECOND": "1.0"}) as p:
+            with p.sessions.begin() as s:
+                key, _ = create_key(s, "capped", Role.SUBMIT, Limits(max_running=1, spend_limit=1.0,
+                                                                     spend_period="day"))
+                key_id = key.id
+            reqs = [JobRequest(version=VERSION, input={"prompt": f"cap {i}", "api_key": FAKE_API_KEY})
+                    for i in range(8)]
+            jobs, _ = p.intake.submit(reqs, api_key_id=key_id, batch=True)
+            ids = [j.id for j in jobs]
+            p.wait(ids[:1], timeout=60, statuses=("succeeded",))  # 2 s x 1 USD/s: the cap is reached
+            time.sleep(12)  # the worker's dispatcher has read the spend (every 5 s), and what it sent ended
+            with p.sessions() as s:
+                by_status = dict(Counter(s.scalars(select(Job.status).where(Job.id.in_(ids)))))
+            assert by_status.get("failed", 0) == 0 and by_status.get("canceled", 0) == 0
+            held = by_status.get("queued", 0)
+            assert held >= 4, by_status  # at most the first few went before the cap was seen
+            time.sleep(6)
+            with p.sessions() as s:
+                assert s.scalar(select(func.count()).where(Job.id.in_(ids), Job.status == "queued")) == held
+            with p.sessions.begin() as s:
+                update_limits(s, key_id, spend_limit=1000.0)  # `genqueue keys update --spend-limit 1000`
+            done = p.wait(ids, timeout=120)
+            assert {j.status for j in done} == {"succeeded"}
+    finally:
+        sim.stop()
