@@ -20,6 +20,12 @@ def upgrade() -> None:
     with op.batch_alter_table('jobs') as batch:
         batch.add_column(sa.Column('expires_at', sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column('outputs_deleted_at', sa.DateTime(timezone=True), nullable=True))
+    # Jobs from before retention: 30 days from creation (the default), but never sooner than a day after
+    # the upgrade, so an upgrade does not delete old outputs on its first sweep without notice.
+    if op.get_bind().dialect.name == 'postgresql':
+        op.execute("UPDATE jobs SET expires_at = GREATEST(created_at + interval '30 days', now() + interval '1 day')")
+    else:
+        op.execute("UPDATE jobs SET expires_at = max(datetime(created_at, '+30 days'), datetime('now', '+1 day'))")
     # Only rows still holding something to delete are in these indexes, so a sweep's bounded batch reads
     # the due rows and nothing else, however many jobs were already purged.
     op.create_index('ix_jobs_expiring', 'jobs', ['expires_at'],
