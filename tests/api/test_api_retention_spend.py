@@ -3,10 +3,12 @@ and who may erase a job's outputs, when."""
 
 from __future__ import annotations
 
+import pytest
 from api_helpers import Api, body
 
 from genqueue.models.base import utcnow
 from genqueue.models.keys import update_limits
+from genqueue.models.tables import JobOutput
 
 
 def test_a_key_at_its_spend_cap_gets_429_naming_the_limit_and_the_reset(api: Api) -> None:
@@ -51,3 +53,23 @@ def test_retention_days_per_job_and_erasure_rules(api: Api) -> None:
     assert mine.json()["outputs_deleted_at"] is not None and mine.json()["input"] == {}
     assert api.job(short["id"]).input_sealed is None
     assert api.job(default["id"]).input_public["prompt"] == "default"
+
+
+def test_erasure_deletes_that_jobs_bytes_only_and_its_outputs_then_answer_410(api: Api) -> None:
+    jobs = [api.create("alice", body(f"img {i}"))["id"] for i in range(2)]
+    for job_id in jobs:
+        key = f"jobs/{job_id}/0.png"
+        api.storage.put(key, b"\x89PNG fake " + job_id.encode(), "image/png")
+        with api.sessions.begin() as s:
+            s.add(JobOutput(job_id=job_id, index=0, content_type="image/png", size=9, sha256="0" * 64,
+                            storage_key=key, storage_uri=f"file:///data/{key}"))
+        api.set_job(job_id, status="succeeded", finished_at=utcnow(), predict_time=2.0)
+    erased = api.client.delete(f"/v1/jobs/{jobs[0]}/outputs", headers=api.auth("admin"))  # admin: any job
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["outputs"][0]["sha256"] == "0" * 64  # the record stays; the bytes do not
+    assert sorted(api.storage.objects) == [f"jobs/{jobs[1]}/0.png"]
+    gone = api.client.get(f"/v1/jobs/{jobs[0]}/outputs/0", headers=api.auth("alice"))
+    assert gone.status_code == 410 and gone.json()["error"]["code"] == "output_deleted"
+    assert api.client.get(f"/v1/jobs/{jobs[1]}/outputs/0", headers=api.auth("alice")).status_code == 200
+    # Cost in the job JSON: 2 s at the default GENQUEUE_PRICE_PER_SECOND (0.0014), whatever was deleted.
+    assert api.client.get(f"/v1/jobs/{jobs[0]}", headers=api.auth("alice")).json()["cost"] == pytest.approx(0.0028)
