@@ -1,16 +1,20 @@
-"""The sweeper drops the sealed secrets of failed and canceled jobs once the replay window has passed,
-in bounded batches, and leaves those still inside it (a replay re-sends them) and active jobs alone.
-Real SQL (SQLite and PostgreSQL) and Redis; the sweep is called directly."""
+"""Retention's failures and the replay window, with real SQL (SQLite and PostgreSQL), Redis and local
+storage; the sweep is called directly. The sweeper drops the sealed secrets of failed and canceled
+jobs once the replay window has passed, in bounded batches, and leaves those still inside it (a replay
+re-sends them) and active jobs alone; a storage that refuses a delete leaves only that job due."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, update
 
 from genqueue.models import retention
-from genqueue.models.tables import Job
+from genqueue.models.tables import Job, JobOutput
+from genqueue.storage import StorageError
 from genqueue.worker.services.sweep import database_now, sweep
 from tests.support.worker_ctx import new_job, worker_context
 
@@ -54,3 +58,42 @@ def test_each_sweep_drops_a_bounded_batch(tmp_path: Path, db_url: str, redis_url
     with ctx.sessions.begin() as s:
         assert retention.drop_replay_secrets(s, now, timedelta(days=1), limit=3) == 2
         assert retention.drop_replay_secrets(s, now, timedelta(days=1), limit=3) == 0
+
+
+class _RefusesOne:
+    """The real local storage, except that deleting one key fails as a storage outage would."""
+
+    def __init__(self, real: Any, refused: str) -> None:
+        self._real, self._refused = real, refused
+
+    def delete(self, key: str) -> None:
+        if key == self._refused:
+            raise StorageError("cannot delete: No route to host", reason="No route to host")
+        self._real.delete(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def test_a_storage_refusing_a_delete_leaves_that_job_due_and_erases_the_others(
+        tmp_path: Path, db_url: str, redis_url: str) -> None:
+    ctx = worker_context(tmp_path, db_url, redis_url)
+    a, b = new_job(ctx), new_job(ctx)
+    keys = {}
+    for job_id in (a, b):
+        obj = ctx.storage.put_stream(f"jobs/{job_id}/0.png", [b"\x89PNG fake"], "image/png")
+        keys[job_id] = obj.key
+        with ctx.sessions.begin() as s:
+            s.add(JobOutput(job_id=job_id, index=0, content_type="image/png", size=obj.size, sha256=obj.sha256,
+                            storage_key=obj.key, storage_uri=obj.uri))
+        _end(ctx, job_id, "succeeded", timedelta(days=31))
+        with ctx.sessions.begin() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(expires_at=database_now(ctx) - timedelta(days=1)))
+    flaky = dataclasses.replace(ctx, storage=_RefusesOne(ctx.storage, keys[a]))
+    assert sweep(flaky).requeued.get("retention") == 1
+    with ctx.sessions() as s:
+        deleted = {r.id: r.outputs_deleted_at for r in s.execute(select(Job.id, Job.outputs_deleted_at))}
+    assert deleted[a] is None and deleted[b] is not None
+    assert ctx.storage.exists(keys[a]) and not ctx.storage.exists(keys[b])
+    assert sweep(ctx).requeued.get("retention") == 1  # the storage is back: the next sweep does it
+    assert not ctx.storage.exists(keys[a])
