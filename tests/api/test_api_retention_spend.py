@@ -40,6 +40,11 @@ def test_retention_days_per_job_and_erasure_rules(api: Api) -> None:
     assert (api.job(short["id"]).expires_at - created).days == 1
     assert (api.job(default["id"]).expires_at - api.job(default["id"]).created_at).days == 30
     assert short["expires_at"] is not None and short["cost"] == 0.0
+    with api.sessions.begin() as s:  # `genqueue keys update bob --retention-days 3`: its new jobs, unless they say
+        update_limits(s, api.key_ids["bob"], retention_days=3)
+    keyed = api.job(api.create("bob", body("key's"))["id"])
+    own = api.job(api.create("bob", {**body("own"), "retention_days": 0})["id"])
+    assert (keyed.expires_at - keyed.created_at).days == 3 and own.expires_at == own.created_at
     bad = api.client.post("/v1/jobs", json={**body(), "retention_days": -1}, headers=api.auth("alice"))
     assert bad.status_code == 422 and "retention_days" in bad.json()["error"]["fields"][0]["field"]
 
