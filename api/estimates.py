@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,19 +23,13 @@ from genqueue.models.status import JobStatus
 from genqueue.models.tables import Job
 from genqueue.sched.plan import Depth, KeyRule, effective_priority, jobs_ahead, start_delay
 from genqueue.sched.ready import NO_KEY, ReadyQueues, entry
+from genqueue.views.job import Estimate
 from genqueue.worker.budget import DOCUMENTED_PER_MIN
 from genqueue.worker.dispatcher import STATS_KEY
 from genqueue.worker.durations import Durations
 from genqueue.worker.ratelimit import HEADROOM, RateLimiter
 
 RULES_TTL = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Estimate:
-    queue_position: int | None = None
-    estimated_start_at: datetime | None = None
-    estimated_finish_at: datetime | None = None
 
 
 NONE = Estimate()

@@ -21,7 +21,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from genqueue.api.auth import Principal, require
-from genqueue.api.batch_views import BatchCreated, BatchPage, BatchView, LineErrorView, batch_view, result_line
 from genqueue.api.bodylimit import BodyTooLarge
 from genqueue.api.deps import JobEnqueuer, get_enqueuer, get_intake, get_session, session_factory
 from genqueue.api.errors import ApiError, ErrorResponse
@@ -36,6 +35,7 @@ from genqueue.intake.ndjson import LineSplitter
 from genqueue.models import batches
 from genqueue.models.base import utcnow
 from genqueue.models.keys import Role
+from genqueue.views.batch import BatchCreated, BatchPage, BatchView, LineErrorView, batch_view, result_line
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -93,14 +93,14 @@ async def create_batch(
     if media in NDJSON_TYPES:
         options = {"callback_url": callback_url, "metadata": metadata_query(request) or None,
                    "all_or_nothing": all_or_nothing}
-        writer = _writer(intake, principal, options)
+        writer = _writer(request, intake, principal, options)
         try:
             outcome = await _stream_ndjson(request, writer)
         finally:
             await run_in_threadpool(writer.close)
     elif media == "application/json":
         body = await _json_body(request, settings.max_body_bytes)
-        writer = _writer(intake, principal, body.model_dump(exclude={"jobs"}))
+        writer = _writer(request, intake, principal, body.model_dump(exclude={"jobs"}))
         try:
             # A job that is not an object is handed over as the bytes of one, so it is refused like such a line.
             items: list[Item] = [(i, job if isinstance(job, dict) else b"[]") for i, job in enumerate(body.jobs, 1)]
@@ -114,8 +114,10 @@ async def create_batch(
     return await run_in_threadpool(_created, request, outcome)
 
 
-def _writer(intake: Intake, principal: Principal, options: dict[str, Any]) -> BatchWriter:
-    problems = options_problems(options.get("callback_url"), options.get("metadata"))
+def _writer(request: Request, intake: Intake, principal: Principal, options: dict[str, Any]) -> BatchWriter:
+    settings: Settings = request.app.state.settings
+    problems = options_problems(options.get("callback_url"), options.get("metadata"),
+                                allow_private=settings.callback_allow_private, can_sign=principal.callbacks.can_sign)
     if problems:
         raise ApiError(422, "validation_error", "invalid batch options", problems)
     return BatchWriter(intake, api_key_id=principal.key_id, callback_url=options.get("callback_url"),

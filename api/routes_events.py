@@ -28,12 +28,12 @@ from genqueue.api.event_filter import EventFilter, matches, parse_filter
 from genqueue.api.events_hub import EventHub, Subscriber
 from genqueue.api.queries import visible_job
 from genqueue.api.routes_jobs import output_url
-from genqueue.api.views import job_view
 from genqueue.core.events import JobEvent, is_after, parse_id
 from genqueue.intake.errors import FieldError
 from genqueue.models.keys import Role
 from genqueue.models.status import TERMINAL_NAMES
 from genqueue.models.tables import Job
+from genqueue.views.job import job_view
 
 router = APIRouter(tags=["events"])
 

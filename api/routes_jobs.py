@@ -22,15 +22,6 @@ from genqueue.api.events_hub import EventHub
 from genqueue.api.pagination import decode_cursor, encode_cursor
 from genqueue.api.prefer import parse_wait
 from genqueue.api.queries import list_jobs, metadata_query, visible_job, visible_jobs
-from genqueue.api.views import (
-    LIST_INPUT_MAX_BYTES,
-    JobBatchView,
-    JobPage,
-    JobView,
-    OutputUrl,
-    accepted_view,
-    job_view,
-)
 from genqueue.core.events import publish, publish_many
 from genqueue.core.pricing import PriceTable
 from genqueue.core.settings import Settings
@@ -43,6 +34,15 @@ from genqueue.models.keys import Role
 from genqueue.models.status import TERMINAL_NAMES, JobStatus
 from genqueue.models.tables import Job
 from genqueue.sched.ready import ReadyQueues, entry
+from genqueue.views.job import (
+    LIST_INPUT_MAX_BYTES,
+    JobBatchView,
+    JobPage,
+    JobView,
+    OutputUrl,
+    accepted_view,
+    job_view,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

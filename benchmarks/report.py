@@ -102,6 +102,11 @@ def _verdict(ok: bool | None) -> str:
     return "-" if ok is None else ("met" if ok else "**not met**")
 
 
+def _scheduling_results() -> dict[str, Any]:
+    path = ROOT / "benchmarks" / "scheduling_results.json"
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
 def render(store: dict[str, Any]) -> str:
     w = {k: v["report"] for k, v in store["workloads"].items()}
     runs = store["workloads"]
@@ -167,6 +172,28 @@ def render(store: dict[str, Any]) -> str:
         row("W9 low-credit account (6 creates/min, burst 1): all succeed, create 429s", "≤ 2",
             f"{_get(w9, 'succeeded')}/{_get(w9, 'jobs')} succeeded, {t9} 429s, "
             f"{_fmt(_get(w9, 'creates_per_min_measured'))} creates/min", bool(_get(w9, "passed")))
+    sched = _scheduling_results()
+    w6, w10 = sched.get("W6"), sched.get("W10")
+    if w6:
+        share, runs6 = _get(w6, "share_of_budget"), _get(w6, "submit_runs_per_job")
+        row("W6 creates at the real limits (600/min), README defaults, after the first 10 s", "≥ 97 % of the budget",
+            f"{_fmt(_get(w6, 'creates_per_min_after_10s'))}/min = {share:.1%}" if share else "-",
+            share >= 0.97 if share else None)
+        row("W6 submit executions per job (3,000 at once: a 10x backlog and more)", "≤ 1.05", _fmt(runs6),
+            runs6 <= 1.05 if runs6 is not None else None)
+        cpu6 = _get(w6, "worker_cpu_ms_per_job")
+        row("W6 worker CPU per job", "≤ 10 ms", _fmt(cpu6, " ms"), cpu6 <= 10 if cpu6 is not None else None)
+        row("W6 429s (after the first 10 s: the simulator counts all)", "0", _fmt(_get(w6, "throttled_429")),
+            _get(w6, "throttled_429") == 0)
+    for key, goal, limit in (("W7", "W7 20 priority-9 jobs behind 3,000 priority-5: last created after", 3.0),
+                             ("W8", "W8 key B's 20 jobs after key A's 3,000: last created after", 10.0)):
+        last = _get(sched.get(key), "created_within_s", "last")
+        if sched.get(key):
+            row(goal, f"≤ {limit:g} s", _fmt(last, " s"), last <= limit if last is not None else None)
+    if w10:
+        seen = _get(w10, "max_running_seen")
+        row("W10 `--max-running 5`, 200 jobs of 5 s: most running at once at the simulator", "≤ 5", _fmt(seen),
+            seen <= 5 if seen is not None else None)
     add("")
     scaled = [f"W{k} ran at scale {v['report'].get('config', {}).get('scale')}" for k, v in sorted(runs.items())
               if v["report"].get("config", {}).get("scale") not in (1, 1.0)]
@@ -240,6 +267,17 @@ def render(store: dict[str, Any]) -> str:
             f"{w9['creates_per_min_measured']} creates/min over {w9['first_to_last_create_seconds']} s; 429s by kind "
             f"{w9['sim_429_by_kind']}; succeeded {w9['succeeded']}/{w9['jobs']}, creates per job max "
             f"{w9['creates_per_job_max']}; drain {w9['drain_seconds']} s; config {w9['config']}.\n")
+    if sched:
+        add("## Scheduling workloads (W6-W8, W10: `benchmarks/scheduling.py`)\n")
+        add("At the real limits: the simulator at 600 creates/min and 3,000 reads/min, genqueue with no rate "
+            "setting (the README's defaults). Every time is the simulator's own (`created_at` of its "
+            "predictions, its 429 counter); submit executions per job come from the workers' step counters "
+            "(`gq:metrics:step_runs`). Raw reports: `benchmarks/scheduling_results.json`.\n")
+        for key in ("W6", "W7", "W8", "W10"):
+            if sched.get(key):
+                add(f"- {key} ({sched[key].get('measured_at')}, scale {sched[key].get('scale')}): "
+                    f"{json.dumps({k: v for k, v in sched[key].items() if k not in ('measured_at', 'scale')})}")
+        add("")
     add("## How these were produced\n")
     for k, v in sorted(runs.items()):
         load = v["report"].get("loadavg_before_after") or [v["machine"].get("loadavg_at_start")]

@@ -17,6 +17,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ import redis
 from sqlalchemy import text
 
 from benchmarks import procs
-from benchmarks.harness import Harness, Options, job_body
+from benchmarks.harness import Harness, Options, PrivateRedis, job_body
 from benchmarks.simstats import as_epoch, gets_summary
 
 RESULTS = Path(__file__).with_name("scheduling_results.json")
@@ -202,14 +203,19 @@ def main() -> int:
     ap.add_argument("--write", action="store_true", help=f"merge the reports into {RESULTS.name}")
     args = ap.parse_args()
     wanted = list(WORKLOADS) if args.workload == "all" else args.workload.split(",")
-    opts = Options(scale=args.scale)
+    # A redis-server of the run's own, as benchmarks/run.py does: the shared one's DB indexes belong to tests.
+    private = PrivateRedis(Path(tempfile.mkdtemp(prefix="genqueue-bench-redis-")))
+    opts = Options(scale=args.scale, redis_base=private.url)
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    for w in wanted:
-        result = WORKLOADS[w](opts)
-        result["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        result["scale"] = args.scale
-        print(json.dumps(result), flush=True)
-        stored[f"W{w}"] = result
+    try:
+        for w in wanted:
+            result = WORKLOADS[w](opts)
+            result["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            result["scale"] = args.scale
+            print(json.dumps(result), flush=True)
+            stored[f"W{w}"] = result
+    finally:
+        private.stop()
     if args.write:
         RESULTS.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
     return 0

@@ -25,6 +25,10 @@ from benchmarks.stats import pcts
 RAISED_SIM = {"create_limit_per_min": RAISED_CREATE_PER_MIN, "read_limit_per_min": RAISED_READ_PER_MIN}
 W1_PREDICT, W1_START = 1.0, 0.0
 W2_PREDICT, W2_START = 60.0, 0.0
+# W2: creates raised so that every prediction is in flight at once; reads at Replicate's real 3,000/min
+# on both sides (simulator and genqueue), which is the budget the page reader must live within.
+W2_READ_PER_MIN = 3000
+W2_SIM = {"create_limit_per_min": RAISED_CREATE_PER_MIN, "read_limit_per_min": W2_READ_PER_MIN}
 
 
 def _log(msg: str) -> None:
@@ -153,8 +157,8 @@ def workload1(opts: Options) -> dict[str, Any]:
 def workload2(opts: Options) -> dict[str, Any]:
     n = opts.n(10000)
     with Harness(opts, "w2") as h:
-        h.start_simulator(W2_PREDICT, W2_START, **RAISED_SIM)
-        h.start_genqueue()
+        h.start_simulator(W2_PREDICT, W2_START, **W2_SIM)
+        h.start_genqueue(env_extra={"GENQUEUE_READ_RATE_PER_MIN": str(W2_READ_PER_MIN)})
         others = Others(h)
         _wait_boot(h, opts)
         sampler = _sampler(h).start()
@@ -199,7 +203,7 @@ def workload2(opts: Options) -> dict[str, Any]:
             "replicate": gets_summary(stats),
             "problems": len(problems), "problem_samples": problems[:10],
             "dead_processes": h.dead_children(),
-            "config": _config(h, opts, predict_seconds=W2_PREDICT, start_delay=W2_START, sim=RAISED_SIM),
+            "config": _config(h, opts, predict_seconds=W2_PREDICT, start_delay=W2_START, sim=W2_SIM),
         }
 
 

@@ -13,12 +13,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from genqueue.intake import callback_url as callback_rule
 from genqueue.intake.errors import FieldError, IntakeError, field_errors
 from genqueue.intake.metadata import metadata_problems
 from genqueue.intake.requests import JobRequest
@@ -32,40 +32,24 @@ from genqueue.sched.ready import entry
 CHUNK = 1000  # jobs per INSERT/COPY, per commit and per publish batch
 MAX_LINES = 50_000
 MAX_ERRORS_SHOWN = 1000  # refused lines listed in the answer (all are stored and in the results)
-MAX_URL_CHARS = 2048
 LINE_OVERHEAD = 64 * 1024  # what a line may hold besides its input (target, metadata, options)
 
 # What a batch is fed: (line number, the raw line, its parsed object, or None for a line over the cap).
 Item = tuple[int, bytes | Mapping[str, Any] | None]
 
 
-def callback_url_problem(url: str) -> str | None:
-    """Why `url` cannot be a callback target, or None. Where it may point (public addresses only) is
-    checked when it is called, like every outbound request (worker/egress.py)."""
-    if len(url) > MAX_URL_CHARS:
-        return f"must be at most {MAX_URL_CHARS} characters"
-    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
-        return "must not contain spaces or control characters"
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        return "must be a valid URL"
-    if parts.scheme not in ("http", "https"):
-        return "must be an http or https URL"
-    if not parts.hostname:
-        return "must name a host"
-    if parts.username is not None or parts.password is not None:
-        return "must not carry credentials (user:password@); it is stored and shown as given"
-    return None
-
-
-def options_problems(callback_url: str | None, metadata: Any) -> list[FieldError]:
+def options_problems(callback_url: str | None, metadata: Any, *, allow_private: bool = False,
+                     can_sign: bool = False) -> list[FieldError]:
+    """A batch's options: its metadata, and its callback URL under the same rule as a job's
+    (`intake.callback_url`), which needs a key with a signing secret."""
     out = metadata_problems(metadata)
     if callback_url is not None:
-        problem = callback_url_problem(callback_url)
+        problem = callback_rule.problem(callback_url, allow_private)
         if problem:
             out.append(FieldError("callback_url", problem))
+        elif not can_sign:
+            out.append(FieldError("callback_url", "needs an API key with a callback signing secret "
+                                                  "(genqueue keys rotate-callback-secret)"))
     return out
 
 

@@ -32,6 +32,10 @@ def problem(url: str, allow_private: bool) -> str | None:
     parsed = parse(url)
     if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
         return "must be an absolute http(s) URL"
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        return "must not contain spaces or control characters"
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        return "must have a port from 1 to 65535"
     if parsed.userinfo:
         return "must not carry credentials (they would be stored in the clear)"
     if parsed.fragment:

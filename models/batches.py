@@ -15,6 +15,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from genqueue.models import callbacks
 from genqueue.models.base import utcnow
 from genqueue.models.ids import new_id
 from genqueue.models.status import ACTIVE, JobStatus, check_transition
@@ -171,10 +172,11 @@ def close_finished(session: Session, now: datetime, limit: int = 100) -> list[st
 
 
 def batch_became_terminal(session: Session, batch: Batch) -> None:
-    """THE place a batch turns terminal (every job terminal, the body read): the batch callback to
-    `batch.callback_url` is to be queued here, in this transaction, through the job-callback outbox
-    (branch `callbacks`). Nothing is delivered from here today; the URL was validated at creation."""
+    """THE place a batch turns terminal (every job terminal, the body read): its callback is queued in
+    the callback outbox in this same transaction, so it is delivered at least once like a job's."""
     log.info("batch finished batch=%s callback=%s", batch.id, "yes" if batch.callback_url else "no")
+    if batch.callback_url:
+        callbacks.add_for_batch(session, batch.id, batch.api_key_id, batch.callback_url, batch.finished_at or utcnow())
 
 
 def get(session: Session, batch_id: str) -> Batch:

@@ -25,6 +25,7 @@ _KEYS = cast(Table, ApiKey.__table__)
 
 RUNNING_EVENT = "running"
 TERMINAL_EVENT = "terminal"
+BATCH_EVENT = "batch"  # a batch's every job is terminal (models.batches.batch_became_terminal)
 # A message arriving this much before the row's next attempt time still counts as due (countdowns are
 # rounded by the broker), so a retry message is not dropped as early.
 EARLY = timedelta(seconds=0.5)
@@ -46,6 +47,13 @@ def add(session: Session, job_id: str, api_key_id: str | None, url: str, event: 
         attempts=0, created_at=now, next_attempt_at=now))
 
 
+def add_for_batch(session: Session, batch_id: str, api_key_id: str | None, url: str, now: datetime) -> None:
+    """Queue a batch's callback, in the transaction that records the batch as finished."""
+    session.execute(insert(DELIVERIES).values(
+        id="msg_" + new_id(), job_id=None, batch_id=batch_id, api_key_id=api_key_id, event=BATCH_EVENT, url=url,
+        state="pending", attempts=0, created_at=now, next_attempt_at=now))
+
+
 def add_for_status(session: Session, job_id: str, status: JobStatus | None, now: datetime) -> None:
     """In the caller's transaction (the one that moved the job to `status`): queue the callback this
     status change triggers, if the job has a callback URL (and, for `running`, asked for it). One
@@ -64,10 +72,12 @@ def add_for_status(session: Session, job_id: str, status: JobStatus | None, now:
         source))
 
 
-def due_for_job(session: Session, job_id: str, now: datetime) -> list[str]:
-    """The pending deliveries of a job that are due (a job has one or two)."""
+def due_for_job(session: Session, owner: str, now: datetime) -> list[str]:
+    """The pending deliveries of a job (one or two) or of a batch (one) that are due. Job and batch
+    ids are both random 128-bit ids, so one id names one owner."""
     return list(session.scalars(select(DELIVERIES.c.id).where(
-        DELIVERIES.c.job_id == job_id, DELIVERIES.c.state == "pending", _due(now)).order_by(DELIVERIES.c.created_at)))
+        or_(DELIVERIES.c.job_id == owner, DELIVERIES.c.batch_id == owner), DELIVERIES.c.state == "pending",
+        _due(now)).order_by(DELIVERIES.c.created_at)))
 
 
 def _due(now: datetime) -> ColumnElement[bool]:
@@ -129,9 +139,10 @@ def record(session: Session, delivery_id: str, result: AttemptResult, state: str
 
 
 def dispatch_overdue(session: Session, now: datetime, redispatch: timedelta, limit: int = 500) -> list[str]:
-    """Job ids with a due delivery nobody carries: not leased, and no message sent for it in the last
-    `redispatch` (or ever: a new row). Marks them sent."""
-    rows = session.execute(select(DELIVERIES.c.id, DELIVERIES.c.job_id).where(
+    """Owners (job or batch ids) with a due delivery nobody carries: not leased, and no message sent for
+    it in the last `redispatch` (or ever: a new row). Marks them sent."""
+    owner = func.coalesce(DELIVERIES.c.job_id, DELIVERIES.c.batch_id).label("owner")
+    rows = session.execute(select(DELIVERIES.c.id, owner).where(
         DELIVERIES.c.state == "pending", or_(DELIVERIES.c.attempts == 0, DELIVERIES.c.next_attempt_at <= now),
         or_(DELIVERIES.c.lease_until.is_(None), DELIVERIES.c.lease_until < now),
         or_(DELIVERIES.c.dispatched_at.is_(None), DELIVERIES.c.dispatched_at < now - redispatch),
@@ -139,7 +150,7 @@ def dispatch_overdue(session: Session, now: datetime, redispatch: timedelta, lim
     if not rows:
         return []
     session.execute(update(DELIVERIES).where(DELIVERIES.c.id.in_([r.id for r in rows])).values(dispatched_at=now))
-    return list(dict.fromkeys(r.job_id for r in rows))
+    return list(dict.fromkeys(r.owner for r in rows))
 
 
 def for_job(session: Session, job_id: str) -> list[tuple[Row[Any], list[Row[Any]]]]:

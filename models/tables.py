@@ -249,9 +249,11 @@ class CallbackDelivery(Base):
     __tablename__ = "callback_deliveries"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # msg_<hex>
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    # Whose event it is: a job's (running | terminal), or, 0007, a batch's (batch: every job terminal).
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
     api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
-    event: Mapped[str] = mapped_column(String(16))  # running | terminal
+    event: Mapped[str] = mapped_column(String(16))  # running | terminal | batch
     url: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -269,6 +271,7 @@ class CallbackDelivery(Base):
     __table_args__ = (
         CheckConstraint(_one_of("state", ["pending", "delivered", "failed"]), name="ck_callback_deliveries_state"),
         Index("ix_callback_deliveries_job", "job_id"),
+        Index("ix_callback_deliveries_batch", "batch_id"),
         Index("ix_callback_deliveries_due", "state", "next_attempt_at"),
     )
 

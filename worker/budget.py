@@ -5,22 +5,22 @@ still holds after this one) and ``ratelimit-reset`` (whole seconds until that bu
 a 429 adds ``Retry-After``. The documented budgets (600 creates/min, 3000 reads/min) are not what
 every account gets: an account short of credit may create 6 a minute with a burst of 1. This module
 turns one answer into the account's refill rate as far as it can be proven; `worker.ratelimit`
-keeps it in Redis for the whole fleet and paces the fleet at 95 % of it. No I/O, no clock.
+keeps it in Redis for the whole fleet and paces the fleet at `ratelimit.HEADROOM` (98 %) of it. No I/O, no clock.
 
 Why the rule is stable:
 
 * **It never guesses high.** After a granted request the account's bucket lacks at least the
   `deficit` computed here (one request, or more when it was seen fuller before), and the reset header
-  is rounded up, so ``deficit / reset`` is at most the true refill rate. The fleet paces at 95 % of
+  is rounded up, so ``deficit / reset`` is at most the true refill rate. The fleet paces at 98 % of
   that, so once an answer has been seen it never spends faster than the account refills: no stream
   of 429s, and no swinging into them. A 6/min burst-1 account reports ``remaining 0, reset 10``
-  after every create: exactly 0.1/s, paced at 5.7/min.
+  after every create: exactly 0.1/s, paced at 5.88/min.
 * **It climbs back only on proof of spare room.** The estimate can be low (a deficit larger than
   we can see, e.g. another client drained the burst). The account then refills faster than we
   spend, until it reports a spare request and a full bucket within a second of our take; only that
   raises the rate (x1.25 per such answer, up to the ceiling). A slow account never shows it (its
   reset after a take is the time one request takes to refill, > 1 s), so it is never probed into a 429.
-* **A normal account is never slowed.** At 95 % of 600/min the bucket stays full: each answer
+* **A normal account is never slowed.** At 98 % of 600/min the bucket stays full: each answer
   reports a spare request and reset <= 1 s, so the rate stays at the ceiling.
 * **Nothing is spent blind.** Until the fleet has seen one answer, it sends one request at a time
   (`worker.ratelimit`), so even the first seconds cannot burst into an account that allows 1.

@@ -90,8 +90,10 @@ def make_worker_app(settings: Settings, *, pool: str = "prefork", concurrency: i
     in the main process for the threads and solo pools."""
     from genqueue.bootstrap import Root
     from genqueue.worker import tasks
+    from genqueue.worker.context import follow_strategy
     from genqueue.worker.dispatcher import Dispatcher
     from genqueue.worker.heartbeat import Heartbeat, new_worker_id
+    from genqueue.worker.pages import PageReader
 
     app = WorkerApp("genqueue", broker=settings.redis_url)
     configure(app, settings)
@@ -113,12 +115,19 @@ def make_worker_app(settings: Settings, *, pool: str = "prefork", concurrency: i
     # Every worker runs a dispatcher thread; one at a time holds the lease and hands out create
     # tokens (worker.dispatcher), another takes over within seconds when that worker dies.
     dispatcher = Dispatcher(settings, app, worker_id)
+    # Without webhooks, every worker also runs a page reader thread; one at a time reads list pages
+    # where due predictions are dense (worker.pages).
+    pages = PageReader(settings, app, worker_id) if follow_strategy(settings).reads_pages else None
 
     def ready(**_: Any) -> None:
         heartbeat.start()
         dispatcher.start()
+        if pages is not None:
+            pages.start()
 
     def shutdown(**_: Any) -> None:
+        if pages is not None:
+            pages.stop()
         dispatcher.stop()
         heartbeat.stop()
 

@@ -22,12 +22,14 @@ from genqueue.worker import metrics
 from genqueue.worker.budget import kind_of, parse_seen
 from genqueue.worker.clock import DatabaseClock
 from genqueue.worker.durations import Durations
-from genqueue.worker.lifecycle.policy import FollowStrategy, Policy, Polling, Webhooks
+from genqueue.worker.lifecycle.policy import FollowStrategy, Paged, Policy, Webhooks
 from genqueue.worker.ratelimit import CircuitBreaker, RateLimiter
 from genqueue.worker.replicate import RateLimitHeaders, ReplicateClient, make_http_client
 from genqueue.worker.transport import CookielessClient, make_transport
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import redis
 
     from genqueue.storage import Storage
@@ -93,14 +95,22 @@ def _callback_client() -> httpx.Client:
 
 
 def follow_strategy(settings: Settings) -> FollowStrategy:
-    """Webhooks when Replicate can reach our API (GENQUEUE_WEBHOOK_URL), else polling."""
-    return Webhooks(settings.webhook_url) if settings.webhook_url else Polling()
+    """Webhooks when Replicate can reach our API (GENQUEUE_WEBHOOK_URL), else list pages read by the
+    page reader (worker.pages) with polls as its safety net."""
+    return Webhooks(settings.webhook_url) if settings.webhook_url else Paged()
 
 
 def make_policy(settings: Settings, *, threads: bool = False) -> Policy:
     create_wait = THREADS_CREATE_WAIT if threads else 0.0
     return Policy(follow=follow_strategy(settings), create_wait_max=create_wait,
                   create_window=timedelta(seconds=REPLICATE_TIMEOUT + create_wait + 2 + 15))
+
+
+def budget_learner(limiter: RateLimiter) -> Callable[[RateLimitHeaders], None]:
+    """The client hook by which every Replicate answer teaches the fleet's limiter (worker.budget)."""
+    def learn_budget(headers: RateLimitHeaders) -> None:
+        limiter.observe(kind_of(headers.endpoint), parse_seen(headers.status, headers.remaining, headers.reset))
+    return learn_budget
 
 
 def build_context(parts: WorkerParts, *, threads: bool = False, worker_id: str | None = None) -> WorkerContext:
@@ -110,9 +120,6 @@ def build_context(parts: WorkerParts, *, threads: bool = False, worker_id: str |
     limiter = RateLimiter(parts.redis, create_per_min=settings.create_rate_per_min,
                           read_per_min=settings.read_rate_per_min)
 
-    def learn_budget(headers: RateLimitHeaders) -> None:  # every answer teaches the fleet's limiter
-        limiter.observe(kind_of(headers.endpoint), parse_seen(headers.status, headers.remaining, headers.reset))
-
     http = make_http_client(base_url=settings.replicate_base_url, token=settings.token(), timeout=REPLICATE_TIMEOUT,
                             transport=make_transport())
     return WorkerContext(
@@ -120,7 +127,7 @@ def build_context(parts: WorkerParts, *, threads: bool = False, worker_id: str |
         policy=make_policy(settings, threads=threads),
         sessions=parts.sessions,
         replicate=ReplicateClient(http, settings.replicate_base_url, on_response=recorder.replicate_response,
-                                  on_rate_headers=learn_budget),
+                                  on_rate_headers=budget_learner(limiter)),
         downloads=CookielessClient(timeout=httpx.Timeout(60.0, connect=5.0), follow_redirects=False,
                                    transport=make_transport()),
         storage=parts.storage,

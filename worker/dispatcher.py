@@ -54,8 +54,9 @@ HOUSEKEEPING_EVERY = 2.0
 STATS_KEY = "gq:sched:stats"
 LEADER_KEY = "gq:sched:leader"
 
-# KEYS[1] the lease; ARGV: me, ms. Take the lease if free, renew it if mine. Returns 1 if held.
-_LEASE = """
+# KEYS[1] the lease; ARGV: me, ms. (worker.pages holds its own lease with it too.)
+# Take the lease if free, renew it if mine. Returns 1 if held.
+LEASE_SCRIPT = """
 local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -132,7 +133,7 @@ class Loop:
                                    read_per_min=settings.read_rate_per_min)
         self.breaker = CircuitBreaker(client)
         self._aging = settings.priority_aging
-        self._lease = client.register_script(_LEASE)
+        self._lease = client.register_script(LEASE_SCRIPT)
         self.fairness = Fairness()
         self._rules: dict[str, KeyLimits] = {}
         self._rules_at = 0.0

@@ -62,7 +62,28 @@ def test_ndjson_bad_lines_are_reported_by_number_and_the_others_accepted(api: Ap
     assert _count(api, BatchError) == 4
 
 
+def _can_sign(api: Api, name: str) -> None:
+    """Give the key a callback signing secret (a batch callback needs one, like a job's)."""
+    from genqueue.models.keys import new_callback_secret
+    from genqueue.models.tables import ApiKey
+
+    with api.sessions.begin() as s:
+        key = s.get(ApiKey, api.key_ids[name])
+        assert key is not None
+        _, key.callback_secret_sealed = new_callback_secret(api.app.state.intake._cipher)
+
+
+def test_a_batch_callback_needs_a_key_that_can_sign(api: Api) -> None:
+    resp = api.client.post("/v1/batches", json={"jobs": [body("a")], "callback_url": "https://hooks.example.com/x"},
+                           headers=api.auth("bob"))
+    assert resp.status_code == 422 and resp.json()["error"]["fields"][0]["field"] == "callback_url"
+    private = api.client.post("/v1/batches", json={"jobs": [body("a")], "callback_url": "http://10.0.0.8/x"},
+                              headers=api.auth("bob"))
+    assert private.status_code == 422 and "private" in private.json()["error"]["fields"][0]["reason"]
+
+
 def test_json_body_with_options_tags_every_job(api: Api) -> None:
+    _can_sign(api, "alice")
     payload = {"jobs": [body("a"), {**body("b"), "metadata": {"run": "7", "own": "x"}}, "nope"],
                "callback_url": "https://hooks.example.com/genqueue?token=abc", "metadata": {"run": "6", "team": "t"}}
     resp = api.client.post("/v1/batches", json=payload, headers=api.auth("alice"))

@@ -12,15 +12,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from standardwebhooks import Webhook
 
 from genqueue.intake import Intake, JobRequest
 from genqueue.intake.service import CallbackKey
+from genqueue.models import batches
 from genqueue.models import callbacks as outbox
 from genqueue.models.keys import Role, create_key, new_callback_secret
 from genqueue.models.status import ErrorCode
-from genqueue.models.tables import CallbackDelivery
+from genqueue.models.tables import CallbackDelivery, Job
 from genqueue.worker.context import WorkerContext
 from genqueue.worker.lifecycle.decision import fail
 from genqueue.worker.services import callbacks as service
@@ -207,3 +208,38 @@ def test_a_private_destination_is_refused_at_delivery_too(tmp_path: Path, db_url
         [(d, [attempt])] = outbox.for_job(s, job_id)
     assert d.state == "pending" and attempt.status_code is None
     assert "loopback or private" in (attempt.error or "")
+
+
+def test_a_finished_batch_calls_back_once_through_the_outbox(ctx: WorkerContext) -> None:
+    """A batch whose every job is terminal queues its callback in the transaction that records it
+    finished; it is delivered like a job's (signed, retried, same id) with the batch JSON as body."""
+    receiver = CallbackReceiver(fail=1, drop=0)
+    try:
+        key_id, secret = _key(ctx)
+        with ctx.sessions.begin() as s:
+            batch_id = batches.create_batch(s, api_key_id=key_id, callback_url=receiver.url("/batch"), meta=None).id
+        jobs = [_job(ctx, key_id, receiver.url()) for _ in range(2)]
+        with ctx.sessions.begin() as s:
+            s.execute(update(Job).where(Job.id.in_(jobs)).values(batch_id=batch_id, callback_url=None))
+            batches.seal(s, batch_id, lines=2, rejected=0, truncated=False)
+        _finish(ctx, jobs[0])
+        sweep(ctx)
+        assert recorded(ctx).ids("callback") == []  # one job still active: the batch is not finished
+        _finish(ctx, jobs[1])
+        sweep(ctx)  # closes the batch (its callback row), then a later sweep dispatches it
+        sweep(ctx)
+        assert recorded(ctx).ids("callback") == [batch_id]
+        clock: MovableClock = ctx.clock  # type: ignore[assignment]
+        retry = service.deliver_due(ctx, batch_id)  # 500 first
+        assert retry is not None
+        clock.skip(retry)
+        assert service.deliver_due(ctx, batch_id) is None  # 200: delivered
+        seen = receiver.requests()
+        assert [s.answer for s in seen] == ["500", "200"] and len({s.headers["webhook-id"] for s in seen}) == 1
+        payload = Webhook(secret).verify(seen[-1].body, seen[-1].headers)
+        assert payload["id"] == batch_id and payload["status"] == "completed" and payload["counts"]["failed"] == 2
+        assert seen[-1].headers["genqueue-event"] == "batch"
+        sweep(ctx)
+        assert recorded(ctx).ids("callback") == [batch_id]  # finished once, called back once
+    finally:
+        receiver.close()

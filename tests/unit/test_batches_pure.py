@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from genqueue.intake.batches import callback_url_problem
+from genqueue.intake.callback_url import problem as callback_url_problem
 from genqueue.intake.ndjson import LineSplitter, split_lines
 from genqueue.models.batch_status import batch_progress
 
@@ -51,7 +51,7 @@ def test_status_progress_and_eta() -> None:
 
 @pytest.mark.parametrize(("url", "ok"), [
     ("https://hooks.example.com/x?y=1", True),
-    ("http://10.0.0.1:8080/cb", True),  # where it may point is checked when it is called (egress)
+    ("http://10.0.0.1:8080/cb", False),  # a private address: refused by the SSRF rule (intake.callback_url)
     ("ftp://example.com/", False),
     ("https://", False),
     ("https://u:p@example.com/", False),
@@ -61,4 +61,4 @@ def test_status_progress_and_eta() -> None:
     ("javascript:alert(1)", False),
 ])
 def test_callback_urls(url: str, ok: bool) -> None:
-    assert (callback_url_problem(url) is None) is ok
+    assert (callback_url_problem(url, False) is None) is ok

@@ -1,6 +1,8 @@
 """How a running prediction is followed, chosen once at start-up, and the policy decisions use.
 
-`Polling`: every look schedules the next one as a delayed message. `Webhooks`: Replicate pushes the
+`Polling`: every look schedules the next one as a delayed message. `Paged` (the default without
+webhooks): the same, but the page reader (`worker/pages.py`) does the looking and the poll messages
+are its safety net. `Webhooks`: Replicate pushes the
 finished prediction; polls are only a safety net that the sweeper sends when `next_check_at` passes,
 so no delayed message per running job sits in the broker. The strategy owns what differs between the
 two (the create's webhook arguments, the next check time, whether a poll message follows a look,
@@ -45,6 +47,11 @@ class FollowStrategy(Protocol):
         ...
 
     @property
+    def reads_pages(self) -> bool:
+        """Whether the page reader (worker.pages) runs: it detects finishes by list pages."""
+        ...
+
+    @property
     def store_inline(self) -> bool:
         """Whether a step that sees a prediction succeed copies its outputs itself."""
         ...
@@ -62,6 +69,7 @@ class FollowStrategy(Protocol):
 @dataclass(frozen=True, slots=True)
 class Polling:
     sends_polls: bool = True
+    reads_pages: bool = False
     # Copying right here saves one broker round trip per job, and the files are fetched as soon as
     # they exist; a crash leaves the job `storing`, which the sweeper re-sends like any step.
     store_inline: bool = True
@@ -74,10 +82,52 @@ class Polling:
         return poll_delay(status=status, created_at=created_at, polls=polls, expected=expected, now=now)
 
 
+# With the page reader (webhooks off, `worker/pages.py`): it reads each prediction's list page at its
+# expected finish, so the poll message is its safety net, this long after that finish (at least 5 s,
+# a quarter of the duration for long ones): a reader that is down or short of budget costs lag, and
+# the reader's own reads are not doubled by GETs. With no observed duration the first look is
+# SAFETY_POLL after the create, then every MAX_POLL_DELAY (the reader follows stragglers meanwhile).
+PAGE_GRACE = 5.0
+PAGE_GRACE_SHARE = 0.25
+# Below the worker's longest countdown (worker.celery_app.MAX_COUNTDOWN, 300 s), so the message and
+# next_check_at stay equal even for long predictions.
+PAGED_MAX_DELAY = 240.0
+
+
+def paged_delay(*, created_at: datetime | None, polls: int, expected: float | None, now: datetime) -> float:
+    """Seconds until the safety-net poll of a prediction the page reader follows."""
+    if expected is not None and created_at is not None:
+        remaining = expected * 1.05 - (now - created_at).total_seconds()
+        if remaining > 0.1:
+            return min(PAGED_MAX_DELAY, remaining + max(PAGE_GRACE, expected * PAGE_GRACE_SHARE))
+    if expected is None and polls == 0:
+        return SAFETY_POLL
+    return MAX_POLL_DELAY
+
+
+@dataclass(frozen=True, slots=True)
+class Paged:
+    """Polling whose poll messages are the safety net of the page reader (webhooks off)."""
+
+    sends_polls: bool = True
+    reads_pages: bool = True
+    # A page reports up to 100 finishes at once, like a burst of webhooks: copies go to the store
+    # queue so that recording "finished" never waits behind the previous one's downloads.
+    store_inline: bool = False
+
+    def create_args(self, job_id: str) -> dict[str, Any]:
+        return {}
+
+    def next_check(self, *, status: str | None, created_at: datetime | None, polls: int,
+                   expected: float | None, now: datetime) -> float:
+        return paged_delay(created_at=created_at, polls=polls, expected=expected, now=now)
+
+
 @dataclass(frozen=True, slots=True)
 class Webhooks:
     base_url: str
     sends_polls: bool = False
+    reads_pages: bool = False
     # Pushes arrive in bursts: recording "finished" must not wait behind the previous push's
     # downloads (W2: detection lag p50 8.7 s with copies inline), so copies go to the store queue.
     store_inline: bool = False

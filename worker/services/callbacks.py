@@ -13,17 +13,20 @@ import random
 import socket
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 from cryptography.fernet import InvalidToken
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session, selectinload
 
-from genqueue.api.views import job_view
 from genqueue.intake import callback_url
+from genqueue.models import batches
 from genqueue.models import callbacks as outbox
 from genqueue.models.keys import open_callback_secret
-from genqueue.models.tables import Job
+from genqueue.models.tables import Batch, Job
+from genqueue.views.batch import batch_view
+from genqueue.views.job import job_view
 from genqueue.worker.callbacks import signing
 from genqueue.worker.callbacks.schedule import Backoff, Outcome, after_attempt
 from genqueue.worker.celery_app import MAX_COUNTDOWN
@@ -48,17 +51,25 @@ def backoff(ctx: WorkerContext) -> Backoff:
     return Backoff(first=ctx.settings.callback_retry_first, cap=ctx.settings.callback_retry_max)
 
 
-def deliver_due(ctx: WorkerContext, job_id: str) -> float | None:
-    """Try every due delivery of the job once; the countdown of the earliest retry, if any."""
+def deliver_due(ctx: WorkerContext, owner: str) -> float | None:
+    """Try every due delivery of the job (or batch) once; the countdown of the earliest retry, if any."""
     with ctx.sessions() as session:
-        ids = outbox.due_for_job(session, job_id, ctx.clock.now())
+        ids = outbox.due_for_job(session, owner, ctx.clock.now())
     retries = [r for r in (deliver_one(ctx, d) for d in ids) if r is not None]
     return min(retries) if retries else None
 
 
-def _body(ctx: WorkerContext, session: Session, job_id: str) -> str:
+def _body(ctx: WorkerContext, session: Session, row: Row[Any]) -> str:
     """The job JSON as a submit key sees it (secrets masked, no storage URIs); output URLs on the API's
-    public base URL when GENQUEUE_WEBHOOK_URL names it, else relative paths."""
+    public base URL when GENQUEUE_WEBHOOK_URL names it, else relative paths. A batch's: the batch JSON
+    of `GET /v1/batches/{id}` (its results file is one request away)."""
+    if row.batch_id is not None:
+        found = session.get(Batch, row.batch_id)
+        if found is None:
+            return "{}"
+        counts = batches.counts(session, [found.id]).get(found.id, {})
+        return batch_view(found, counts, ctx.clock.now()).model_dump_json()
+    job_id = row.job_id
     job = session.scalar(select(Job).where(Job.id == job_id).options(selectinload(Job.outputs)))
     if job is None:
         return "{}"
@@ -115,7 +126,7 @@ def deliver_one(ctx: WorkerContext, delivery_id: str) -> float | None:
             return None
         body = row.body
         if body is None:
-            body = outbox.freeze_body(session, row.id, _body(ctx, session, row.job_id))
+            body = outbox.freeze_body(session, row.id, _body(ctx, session, row))
         sealed = outbox.sealed_secret(session, row.api_key_id)
     started = time.monotonic()
     try:
@@ -131,7 +142,7 @@ def deliver_one(ctx: WorkerContext, delivery_id: str) -> float | None:
     latency_ms = round((time.monotonic() - started) * 1000, 3)
     done = ctx.clock.now()
     outcome = after_attempt(status, row.attempts, row.created_at, done, backoff(ctx), random.random())
-    return _record(ctx, row.id, row.job_id,
+    return _record(ctx, row.id, row.job_id or row.batch_id,
                    outbox.AttemptResult(row.attempts, done, status, latency_ms, error), outcome, done)
 
 

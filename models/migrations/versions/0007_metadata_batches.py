@@ -51,6 +51,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column('batch_seq', sa.Integer(), nullable=True))
         batch.create_foreign_key('fk_jobs_batch_id_batches', 'batches', ['batch_id'], ['id'])
     op.create_index('ix_jobs_batch_status', 'jobs', ['batch_id', 'status'])
+    # A batch's own callback goes through the job-callback outbox: a delivery belongs to a job or a batch.
+    with op.batch_alter_table('callback_deliveries') as batch:
+        batch.alter_column('job_id', existing_type=sa.String(32), nullable=True)
+        batch.add_column(sa.Column('batch_id', sa.String(32), nullable=True))
+        batch.create_foreign_key('fk_callback_deliveries_batch_id_batches', 'batches', ['batch_id'], ['id'],
+                                 ondelete='CASCADE')
+    op.create_index('ix_callback_deliveries_batch', 'callback_deliveries', ['batch_id'])
     op.create_index('ix_jobs_batch_seq', 'jobs', ['batch_id', 'batch_seq'])
     if op.get_bind().dialect.name == 'postgresql':
         # Containment (`meta @> '{"k": "v"}'`) is the only metadata query: jsonb_path_ops is smaller.
@@ -62,6 +69,10 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == 'postgresql':
         op.drop_index('ix_jobs_meta', table_name='jobs')
     op.drop_index('ix_jobs_batch_seq', table_name='jobs')
+    op.drop_index('ix_callback_deliveries_batch', table_name='callback_deliveries')
+    with op.batch_alter_table('callback_deliveries') as batch:
+        batch.drop_constraint('fk_callback_deliveries_batch_id_batches', type_='foreignkey')
+        batch.drop_column('batch_id')
     op.drop_index('ix_jobs_batch_status', table_name='jobs')
     with op.batch_alter_table('jobs') as batch:
         batch.drop_constraint('fk_jobs_batch_id_batches', type_='foreignkey')

@@ -9,10 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from genqueue.api.views import OutputUrl
 from genqueue.models.batch_status import batch_progress
 from genqueue.models.status import JobStatus
 from genqueue.models.tables import Batch, Job
+from genqueue.views.job import OutputUrl
 
 
 class LineErrorView(BaseModel):

@@ -1,4 +1,4 @@
-"""The job as the API shows it: public input with secrets masked, timings, stored outputs.
+"""The job as the API, an event and a callback show it: input with secrets masked, timings, outputs.
 
 Never shown: the sealed secrets, key hashes, Replicate's prediction URLs.
 """
@@ -6,12 +6,12 @@ Never shown: the sealed secrets, key hashes, Replicate's prediction URLs.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from genqueue.api.estimates import Estimate
 from genqueue.core.crypto import masked_input
 from genqueue.core.pricing import PriceTable, job_cost
 from genqueue.intake.jsoncheck import larger_than
@@ -19,6 +19,15 @@ from genqueue.intake.service import AcceptedJob
 from genqueue.models.tables import Job
 
 OutputUrl = Callable[[str, int], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """The scheduler's estimates for one job (`genqueue.api.estimates` computes them)."""
+
+    queue_position: int | None = None
+    estimated_start_at: datetime | None = None
+    estimated_finish_at: datetime | None = None
 
 # A list page carries inputs up to this size (compact JSON) each: a page of 200 inputs at the input cap
 # would weigh 50 MB. The single-job view, and the list with `include=input`, carry every input.
