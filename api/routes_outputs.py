@@ -14,12 +14,12 @@ from genqueue.api.deps import OutputReader, OutputStore, get_output_store, get_s
 from genqueue.api.errors import ApiError, ErrorResponse
 from genqueue.api.queries import visible_job
 from genqueue.api.routes_jobs import output_url
-from genqueue.api.views import JobView, job_view
 from genqueue.models.base import utcnow
 from genqueue.models.keys import Role
 from genqueue.models.retention import erase
 from genqueue.models.status import TERMINAL_NAMES
 from genqueue.storage import StorageError
+from genqueue.views.job import JobView, job_view
 
 log = logging.getLogger(__name__)
 
