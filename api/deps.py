@@ -42,6 +42,12 @@ class OutputReader(Protocol):
     def open(self, key: str) -> tuple[Iterator[bytes], str, int]: ...
 
 
+class OutputStore(OutputReader, Protocol):
+    """And deleting (`DELETE /v1/jobs/{id}/outputs`)."""
+
+    def delete(self, key: str) -> None: ...
+
+
 class ApiParts(Protocol):
     """What the API is built from: `genqueue.bootstrap.Root` provides it, tests fill it with fakes."""
 
@@ -126,3 +132,7 @@ def get_enqueuer(request: Request) -> JobEnqueuer:
 
 def get_storage(request: Request) -> OutputReader:
     return cast(OutputReader, request.app.state.storage)
+
+
+def get_output_store(request: Request) -> OutputStore:
+    return cast(OutputStore, request.app.state.storage)

@@ -23,6 +23,8 @@ from genqueue.api.pagination import decode_cursor, encode_cursor
 from genqueue.api.prefer import parse_wait
 from genqueue.api.queries import list_jobs, metadata_query, visible_job, visible_jobs
 from genqueue.core.events import publish, publish_many
+from genqueue.core.pricing import PriceTable
+from genqueue.core.settings import Settings
 from genqueue.intake import Intake, JobRequest
 from genqueue.intake.service import MAX_BATCH
 from genqueue.models import callbacks
@@ -152,15 +154,21 @@ def get_jobs(
     input_limit = None if "input" in (include or []) else LIST_INPUT_MAX_BYTES
     url = output_url(request)
     next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
-    jobs = [job_view(j, url, input_limit=input_limit, show_storage=principal.sees_all, estimate=estimates.get(j.id))
-            for j in rows]
+    prices = _prices(request)
+    jobs = [job_view(j, url, input_limit=input_limit, show_storage=principal.sees_all, estimate=estimates.get(j.id),
+                     prices=prices) for j in rows]
     return JobPage(jobs=jobs, next_cursor=next_cursor)
 
 
 def _read_view(request: Request, session: Session, job_id: str, principal: Principal) -> JobView:
     job = visible_job(session, job_id, principal)
     estimates = _estimator(request).for_jobs(session, [job])
-    return job_view(job, output_url(request), show_storage=principal.sees_all, estimate=estimates.get(job.id))
+    return job_view(job, output_url(request), show_storage=principal.sees_all, estimate=estimates.get(job.id),
+                    prices=_prices(request))
+
+
+def _prices(request: Request) -> PriceTable:
+    return cast(Settings, request.app.state.settings).prices()
 
 
 def _estimator(request: Request) -> Estimator:

@@ -23,10 +23,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from genqueue.api.auth import Principal, require
 from genqueue.api.deps import session_factory
 from genqueue.api.errors import ErrorResponse
+from genqueue.core.pricing import Period, Price, PriceTable, spend_window
 from genqueue.models import callbacks, stats
 from genqueue.models.base import utcnow
 from genqueue.models.keys import Role
 from genqueue.models.stats import QUANTILES, STATUSES, TIMINGS, Filters
+from genqueue.models.stats_report import cost, retention_status
 from genqueue.models.status import TERMINAL
 from genqueue.models.tables import Job
 from genqueue.worker.metrics import LIMITER_KEY, REPLICATE_KEY, read_counters
@@ -37,9 +39,10 @@ PHASE_WINDOW = timedelta(hours=1)  # genqueue_phase_seconds covers jobs created 
 
 
 class GenqueueCollector(Collector):
-    def __init__(self, sessions: sessionmaker[Session], client: redis.Redis) -> None:
+    def __init__(self, sessions: sessionmaker[Session], client: redis.Redis, prices: PriceTable | None = None) -> None:
         self._sessions = sessions
         self._redis = client
+        self._prices = prices or PriceTable(Price())
 
     def collect(self) -> Iterator[Metric]:
         yield from self._sql()
@@ -54,6 +57,10 @@ class GenqueueCollector(Collector):
             q = stats.queue(session, Filters(), now)
             phases = stats.timing_percentiles(session, Filters(since=now - PHASE_WINDOW))
             deliveries = callbacks.counts(session)
+            # Today's spend (UTC day, jobs created today: ix_jobs_created), and retention's backlog.
+            day = spend_window(Period.DAY, now)[0]
+            spend = cost(session, Filters(since=day), self._prices)
+            kept = retention_status(session, Filters(since=day), now)
         finished = CounterMetricFamily("genqueue_jobs_finished", "Jobs that reached a terminal status",
                                        labels=["status", "error_code"])
         jobs = GaugeMetricFamily("genqueue_jobs", "Jobs by current status", labels=["status"])
@@ -87,6 +94,18 @@ class GenqueueCollector(Collector):
         for state in ("pending", "delivered", "failed"):
             cb.add_metric([state], float(deliveries[state]))
         yield cb
+        by_model = GaugeMetricFamily("genqueue_cost_usd_today", "USD of jobs created today (UTC) by the price "
+                                     "table, by model", labels=["model"])
+        for m in spend["by_model"]:
+            by_model.add_metric([m["model"]], m["spend"])
+        yield by_model
+        by_key = GaugeMetricFamily("genqueue_cost_usd_today_by_key", "USD of jobs created today (UTC), by API key",
+                                   labels=["api_key"])
+        for k in spend["by_api_key"]:
+            by_key.add_metric([k["name"] or k["api_key_id"] or "-"], k["spend"])
+        yield by_key
+        yield GaugeMetricFamily("genqueue_retention_overdue", "Finished jobs past their retention whose outputs "
+                                "are not deleted yet (the sweeper's backlog)", value=float(kept["overdue"]))
         yield CounterMetricFamily("genqueue_callback_attempts_failed",
                                   "Callback attempts answered with no 2xx (or not at all)",
                                   value=float(deliveries["failed_attempts"]))
@@ -128,5 +147,6 @@ class GenqueueCollector(Collector):
                        **{c: {"model": ErrorResponse} for c in (401, 403, 429)}})
 def metrics(request: Request, _: Annotated[Principal, Depends(require(Role.OPS))]) -> Response:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GenqueueCollector(session_factory(request), request.app.state.redis))
+    registry.register(GenqueueCollector(session_factory(request), request.app.state.redis,
+                                        request.app.state.settings.prices()))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

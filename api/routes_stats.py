@@ -18,6 +18,7 @@ from genqueue.intake.errors import FieldError
 from genqueue.models.base import utcnow
 from genqueue.models.jobs import STUCK_AFTER
 from genqueue.models.keys import Role
+from genqueue.models.schedule import cap_report
 from genqueue.models.stats_report import filters_for, report
 
 router = APIRouter(prefix="/v1", tags=["ops"])
@@ -50,6 +51,8 @@ def get_stats(
     until: Annotated[datetime | None, Query(description="ISO 8601 with offset (default now)")] = None,
     model: Annotated[str | None, Query(max_length=200)] = None,
     api_key_id: Annotated[str | None, Query(max_length=64)] = None,
+    cost_by_metadata: Annotated[str | None, Query(max_length=64, description="Also break the cost down by "
+                                                  "the values of this metadata key (`cost.by_metadata`)")] = None,
 ) -> dict[str, Any]:
     """Counts by status, in-flight by phase, queue depth and age, stuck jobs, throughput and create series,
     latency p50/p95/p99 by phase with a p50 series, failures by error code, per-model figures and cost.
@@ -65,9 +68,10 @@ def get_stats(
                        [FieldError("window", "must look like 15m, 1h, 7d or all")]) from None
     if f.since and f.until and f.since >= f.until:
         raise ApiError(422, "validation_error", "empty time range", [FieldError("since", "must be before until")])
-    result = report(session, f, price_per_second=settings.price_per_second,
+    result = report(session, f, prices=settings.prices(), cost_by_metadata=cost_by_metadata,
                     create_rate_per_min=settings.create_budget_per_min, stuck_after=STUCK_AFTER.total_seconds(),
                     now=now)
     estimator: Estimator = request.app.state.estimator
     result["scheduling"] = estimator.scheduling(session, api_key_id)
+    result["spend_caps"] = cap_report(session, settings.prices(), now)
     return result

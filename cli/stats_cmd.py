@@ -80,7 +80,7 @@ def stats(
     engine = make_engine(s.effective_database_url)
     try:
         with make_session_factory(engine)() as session:
-            r = report(session, f, price_per_second=s.price_per_second, create_rate_per_min=s.create_budget_per_min,
+            r = report(session, f, prices=s.prices(), create_rate_per_min=s.create_budget_per_min,
                        stuck_after=STUCK_AFTER.total_seconds(), now=now)
     except Exception as exc:
         die(f"cannot read the database: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")

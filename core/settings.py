@@ -6,6 +6,7 @@ pass the object down.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from genqueue.core.pricing import PriceTable, load_price_table
 
 REPLICATE_DEFAULT_BASE_URL = "https://api.replicate.com/v1"
 
@@ -107,6 +110,18 @@ class Settings(BaseSettings):
         "INFO", validation_alias=_alias("GENQUEUE_LOG_LEVEL", "LOG_LEVEL")
     )
     price_per_second: float = Field(0.0014, ge=0, validation_alias=_alias("GENQUEUE_PRICE_PER_SECOND"))
+    # The per-model price table (JSON, core/pricing.py); models it does not name cost price_per_second.
+    price_table_file: str | None = Field(None, validation_alias=_alias("GENQUEUE_PRICE_TABLE"))
+    # Retention: outputs and inputs are deleted this many days after the job was created (a key's or
+    # a job's own `retention_days` wins), by the sweeper.
+    retention_days: int = Field(30, ge=0, le=36500, validation_alias=_alias("GENQUEUE_RETENTION_DAYS"))
+    # A failed or canceled job keeps its sealed secrets this many seconds after it ended (a replay
+    # re-sends them); a succeeded job drops them in the compare-and-set that makes it succeed.
+    replay_window: float = Field(86400.0, ge=0, validation_alias=_alias("GENQUEUE_REPLAY_WINDOW"))
+
+    def prices(self) -> PriceTable:
+        """The price table (read once per process and path; the file was checked at start-up)."""
+        return _price_table(self.price_table_file, self.price_per_second)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -117,6 +132,14 @@ class Settings(BaseSettings):
     @classmethod
     def _no_cap(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v  # set but empty: no cap
+
+    @field_validator("price_table_file")
+    @classmethod
+    def _price_table_file(cls, v: str | None) -> str | None:
+        if not v or not v.strip():
+            return None
+        load_price_table(v, 0.0)  # a ValueError names the bad entry; start-up stops on it
+        return v
 
     @field_validator("replicate_base_url")
     @classmethod
@@ -197,6 +220,11 @@ class Settings(BaseSettings):
         if self.replicate_api_token is None or not self.replicate_api_token.get_secret_value():
             raise ConfigError("REPLICATE_API_TOKEN is not set (needed to call Replicate)")
         return self.replicate_api_token.get_secret_value()
+
+
+@functools.lru_cache(maxsize=4)
+def _price_table(path: str | None, default_per_second: float) -> PriceTable:
+    return load_price_table(path, default_per_second)
 
 
 def _warn_removed(overrides: dict[str, object]) -> None:

@@ -119,7 +119,8 @@ class Root:
 
         s = self.settings
         return Intake(self.sessions, self.cipher, s.secret_field_names, self.ready.add, s.job_deadline_seconds,
-                      max_input_bytes=s.max_input_bytes, callback_allow_private=s.callback_allow_private)
+                      max_input_bytes=s.max_input_bytes, callback_allow_private=s.callback_allow_private,
+                      retention_days=s.retention_days, prices=s.prices())
 
     # --- the database's schema and the key that opens its secrets -----------------------------------
     def migrate(self) -> Path | None:

@@ -196,6 +196,9 @@ class BatchWriter:
         if self._atomic:
             assert self._session is not None
             pending = self._within_quota(self._session, pending)
+            refusal = self._intake.spend_refusal(self._session, self._key) if pending else None
+            if refusal is not None:
+                self._refuse(pending, f"was not accepted: {refusal} (spend_limit)", None)
             if self.rejected:
                 return  # it will be rolled back: stop writing, keep counting
             self.accepted += len(self._intake.insert_numbered(self._session, pending, api_key_id=self._key,
@@ -206,6 +209,9 @@ class BatchWriter:
                 # Canceled while its body was still arriving: the lines after that are not accepted.
                 pending = self._refuse(pending, "was not accepted: the batch was canceled", errors)
             pending = self._within_quota(session, pending, errors)
+            refusal = self._intake.spend_refusal(session, self._key) if pending else None
+            if refusal is not None:
+                pending = self._refuse(pending, f"was not accepted: {refusal} (spend_limit)", errors)
             entries = self._intake.insert_numbered(session, pending, api_key_id=self._key, batch_id=batch_id)
             batches.touch(session, batch_id)
             batches.record_errors(session, batch_id, [

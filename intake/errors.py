@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 _SOURCES = ("body", "query", "path", "header", "cookie")
-_REQUEST_FIELDS = ("version", "model", "deployment", "input", "deadline_seconds", "metadata")
+_REQUEST_FIELDS = ("version", "model", "deployment", "input", "deadline_seconds", "metadata", "retention_days")
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,10 @@ class JobRequest(BaseModel):
     )
 
     retry: RetryPolicy | None = Field(None, description="Retry policy; default: one attempt, never re-run")
-
+    retention_days: int | None = Field(
+        None, ge=0, le=36500,
+        description="Delete the stored outputs and the input this many days after creation "
+                    "(default: the key's, else GENQUEUE_RETENTION_DAYS; 0: as soon as the job ends)")
     callback_url: str | None = Field(
         None, max_length=2000,
         description="POST the job here (signed, Standard Webhooks) on its terminal status; default: the key's")

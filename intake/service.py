@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from genqueue.core.crypto import SecretPath, Split, encrypt_secrets, masked_input, secret_strings, split_secrets
 from genqueue.core.logs import register_secrets
+from genqueue.core.pricing import Price, PriceTable, SpendCap, cap_reached, spend_window
 from genqueue.intake import callback_url
 from genqueue.intake.errors import FieldError, IntakeError
 from genqueue.intake.jsoncheck import DEFAULT_MAX_INPUT_BYTES, json_problems, larger_than
@@ -34,10 +35,11 @@ from genqueue.intake.metadata import metadata_problems
 from genqueue.intake.requests import JobRequest
 from genqueue.intake.schemas import validator_for
 from genqueue.models.base import utcnow
+from genqueue.models.costs import spend_by_key
 from genqueue.models.ids import new_id
 from genqueue.models.jobs import QUEUED_AUDIT
 from genqueue.models.schedule import KEYS as _KEYS
-from genqueue.models.schedule import queued_count
+from genqueue.models.schedule import queued_count, spend_cap
 from genqueue.models.tables import Job
 from genqueue.sched.ready import Entry, entry
 
@@ -51,7 +53,7 @@ _COLUMNS = ("id", "status", "target", "model", "version", "deployment", "input_p
             "input_sealed", "api_key_id", "idempotency_key", "request_hash", "created_at", "updated_at",
             "deadline_at", "next_check_at", "polls", "attempts", "deliveries", "priority",
             "callback_url", "callback_on_running", "meta", "batch_id", "batch_seq",
-            "retry_max_attempts", "retry_on", "attempt", "retries_left", "deadline_seconds")
+            "retry_max_attempts", "retry_on", "attempt", "retries_left", "deadline_seconds", "expires_at")
 _JSON_COLUMNS = frozenset({"input_public", "secret_names", "meta", "retry_on"})
 _COPY_SQL = f"COPY jobs ({', '.join(_COLUMNS)}) FROM STDIN"
 _INSERT = _JOBS.insert()  # built once: constructing it per call showed up in the single-submit profile
@@ -72,6 +74,7 @@ class AcceptedJob:
     deadline_at: datetime | None
     priority: int
     meta: dict[str, str] | None = None
+    expires_at: datetime | None = None
 
     @classmethod
     def of(cls, job: Job) -> AcceptedJob:
@@ -211,6 +214,24 @@ def check_quota(session: Session, api_key_id: str, max_queued: int, adding: int)
                           [FieldError("max_queued", f"limit {max_queued} reached ({queued} queued)")])
 
 
+@dataclass(frozen=True, slots=True)
+class KeyTerms:
+    """What the submitting key's row says about its new jobs: their retention and its spend cap."""
+
+    retention_days: int | None = None
+    spend_cap: SpendCap | None = None
+
+
+def key_terms(session: Session, api_key_id: str | None) -> KeyTerms:
+    if api_key_id is None:
+        return KeyTerms()
+    row = session.execute(select(_KEYS.c.retention_days, _KEYS.c.spend_limit, _KEYS.c.spend_period)
+                          .where(_KEYS.c.id == api_key_id)).one_or_none()
+    if row is None:
+        return KeyTerms()
+    return KeyTerms(row.retention_days, spend_cap(row.spend_limit, row.spend_period))
+
+
 class Intake:
     def __init__(
         self,
@@ -222,6 +243,8 @@ class Intake:
         *,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         callback_allow_private: bool = False,
+        retention_days: int = 30,
+        prices: PriceTable | None = None,
     ) -> None:
         self._sessions = session_factory
         self._cipher = cipher
@@ -230,6 +253,8 @@ class Intake:
         self._default_deadline = default_deadline
         self._max_input_bytes = max_input_bytes
         self._callback_allow_private = callback_allow_private
+        self._retention_days = retention_days
+        self._prices = prices or PriceTable(Price())
 
     def submit(
         self,
@@ -271,13 +296,18 @@ class Intake:
             existing = self._replay(session, api_key_id, keys, digest)
             if existing is not None:
                 return existing, False
+        terms = key_terms(session, api_key_id)
+        refusal = self.spend_refusal(session, api_key_id, terms)
+        if refusal is not None:
+            session.rollback()
+            raise IntakeError(429, "spend_limit_reached", refusal, [FieldError("spend_limit", refusal)])
         if max_queued is not None and api_key_id is not None:
             check_quota(session, api_key_id, max_queued, len(requests))
         now = utcnow()
         # A batch's jobs are created a microsecond apart: (created_at, id) is then the order they were
         # given in, which the lanes (FIFO by created_at) and a rebuild of them from SQL both keep.
         rows = [self._row(r, api_key_id, key, digest, now + timedelta(microseconds=i), split,
-                          callback_key.default_url)
+                          callback_key.default_url, terms.retention_days)
                 for i, (r, split, key) in enumerate(zip(requests, splits, keys, strict=True))]
         try:
             insert_rows(session.connection(), rows)
@@ -315,15 +345,31 @@ class Intake:
         splits = [split_secrets(r.input, self._secret_fields) for _, r in items]
         register_secrets(s for split in splits for v in split.values for s in secret_strings(v))
         now = utcnow()
+        retention = key_terms(session, api_key_id).retention_days if items else None
         rows = []
         for i, ((seq, req), split) in enumerate(zip(items, splits, strict=True)):
             # A microsecond apart, like `submit`: the lanes (FIFO by created_at) keep the input order.
-            row = self._row(req, api_key_id, None, None, now + timedelta(microseconds=i), split)
+            row = self._row(req, api_key_id, None, None, now + timedelta(microseconds=i), split,
+                            key_retention_days=retention)
             row["batch_id"], row["batch_seq"] = batch_id, seq
             rows.append(row)
         if rows:
             insert_rows(session.connection(), rows)
         return [entry(r["id"], r["priority"], api_key_id, r["created_at"].timestamp()) for r in rows]
+
+    def spend_refusal(self, session: Session, api_key_id: str | None, terms: KeyTerms | None = None,
+                      now: datetime | None = None) -> str | None:
+        """Why the key may submit nothing now (its spend in the window reached its cap), or None."""
+        terms = terms if terms is not None else key_terms(session, api_key_id)
+        cap = terms.spend_cap
+        if cap is None or api_key_id is None:
+            return None
+        start, reset = spend_window(cap.period, now or utcnow())
+        spent = spend_by_key(session, self._prices, start, [api_key_id]).get(api_key_id, 0.0)
+        if not cap_reached(cap, spent):
+            return None
+        return (f"this API key's spend limit of {cap.limit:.2f} USD per {cap.period.value} is reached "
+                f"({spent:.4f} USD spent since {start.isoformat()}); it resets at {reset.isoformat()}")
 
     def enqueue(self, entries: Sequence[Entry]) -> None:
         """Put committed jobs in their lanes; when Redis is away they are made due for the sweeper's audit."""
@@ -364,10 +410,13 @@ class Intake:
         return [AcceptedJob.of(r) for r in sorted(rows, key=lambda r: order[r.idempotency_key])]
 
     def _row(self, req: JobRequest, api_key_id: str | None, key: str | None, digest: str | None,
-             now: datetime, split: Split | None = None, default_callback: str | None = None) -> dict[str, Any]:
+             now: datetime, split: Split | None = None, default_callback: str | None = None,
+             key_retention_days: int | None = None) -> dict[str, Any]:
         if split is None:
             split = split_secrets(req.input, self._secret_fields)
         deadline = req.deadline_seconds or self._default_deadline
+        # The job's own retention, else its key's, else the default; fixed now (the sweeper's index).
+        days = next(d for d in (req.retention_days, key_retention_days, self._retention_days) if d is not None)
         return {
             "id": new_id(),
             "status": "queued",
@@ -401,4 +450,5 @@ class Intake:
             "attempt": 1,
             "retries_left": req.retry.max_attempts - 1 if req.retry else 0,
             "deadline_seconds": deadline,
+            "expires_at": now + timedelta(days=days),
         }

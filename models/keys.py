@@ -40,13 +40,19 @@ class Limits:
     weight: int = 1
     max_running: int | None = None
     max_queued: int | None = None
+    # 0009: USD per spend_period ("day" | "month"; None: no cap), and the retention of its jobs in days.
+    spend_limit: float | None = None
+    spend_period: str | None = None
+    retention_days: int | None = None
 
 
 def create_key(session: Session, name: str, role: Role, limits: Limits | None = None) -> tuple[ApiKey, str]:
     limits = limits or Limits()
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(name=name, role=role.value, key_hash=hash_key(plaintext), prefix=plaintext[:10],
-                 weight=limits.weight, max_running=limits.max_running, max_queued=limits.max_queued)
+                 weight=limits.weight, max_running=limits.max_running, max_queued=limits.max_queued,
+                 spend_limit=limits.spend_limit, spend_period=limits.spend_period if limits.spend_limit else None,
+                 retention_days=limits.retention_days)
     session.add(key)
     session.flush()
     return key, plaintext
@@ -88,7 +94,9 @@ UNSET = -1  # `update_limits`: clear a limit (back to none)
 
 
 def update_limits(session: Session, key_id_or_prefix: str, *, weight: int | None = None,
-                  max_running: int | None = None, max_queued: int | None = None) -> ApiKey | None:
+                  max_running: int | None = None, max_queued: int | None = None,
+                  spend_limit: float | None = None, spend_period: str | None = None,
+                  retention_days: int | None = None) -> ApiKey | None:
     """Change what is given (a limit given as UNSET is cleared); the active key, or None."""
     key = find_key(session, key_id_or_prefix)
     if key is None or key.revoked_at is not None:
@@ -99,6 +107,13 @@ def update_limits(session: Session, key_id_or_prefix: str, *, weight: int | None
         key.max_running = None if max_running == UNSET else max_running
     if max_queued is not None:
         key.max_queued = None if max_queued == UNSET else max_queued
+    if spend_limit is not None:
+        key.spend_limit = None if spend_limit == UNSET else spend_limit
+        key.spend_period = None if spend_limit == UNSET else (spend_period or key.spend_period or "day")
+    elif spend_period is not None and key.spend_limit is not None:
+        key.spend_period = spend_period
+    if retention_days is not None:
+        key.retention_days = None if retention_days == UNSET else retention_days
     return key
 
 

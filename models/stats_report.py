@@ -15,9 +15,12 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from genqueue.core.pricing import Price, PriceTable
 from genqueue.models import callbacks, stats, stats_series
 from genqueue.models.base import utcnow
+from genqueue.models.costs import cost_expr
 from genqueue.models.stats import STATUSES, Filters
+from genqueue.models.status import TERMINAL_NAMES
 from genqueue.models.tables import ApiKey, Job
 
 _WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -41,33 +44,64 @@ def _billed(column: Any) -> Any:
     return case((func.coalesce(Job.prediction_status, "") == "aborted", None), else_=column)
 
 
-def cost(session: Session, f: Filters, price_per_second: float) -> dict[str, Any]:
-    billed = _billed(Job.predict_time)
-    secs = func.coalesce(func.sum(billed), 0.0)
+def cost(session: Session, f: Filters, prices: PriceTable, *, by_metadata: str | None = None) -> dict[str, Any]:
+    """Spend by the price table (core/pricing.py, models/costs.py): in total, by model, key, day (of
+    creation, UTC) and, given a metadata key, by its value."""
+    secs = func.coalesce(func.sum(_billed(Job.predict_time)), 0.0)
+    usd = func.coalesce(func.sum(cost_expr(prices)), 0.0)
     where = f.clauses()
 
-    def money(seconds: Any) -> float:
-        return round(float(seconds or 0.0) * price_per_second, 6)
+    def money(v: Any) -> float:
+        return round(float(v or 0.0), 6)
 
-    total = float(session.scalar(select(secs).where(*where)) or 0)
+    total_s, total_usd = session.execute(select(secs, usd).where(*where)).one()
     model = func.coalesce(Job.model, Job.deployment, "-")
-    by_model = [{"model": m, "jobs": int(n), "billed_seconds": round(float(s), 6), "spend": money(s)}
-                for m, n, s in session.execute(select(model, func.count(), secs).where(*where).group_by(model)
-                                               .order_by(secs.desc()).limit(50))]
+    by_model = [{"model": m, "jobs": int(n), "billed_seconds": round(float(sec), 6), "spend": money(u),
+                 "price": _price_doc(prices.price(m))}
+                for m, n, sec, u in session.execute(select(model, func.count(), secs, usd).where(*where)
+                                                    .group_by(model).order_by(usd.desc()).limit(50))]
     key_rows = session.execute(
-        select(Job.api_key_id, ApiKey.name, func.count(), secs).outerjoin(ApiKey, ApiKey.id == Job.api_key_id)
-        .where(*where).group_by(Job.api_key_id, ApiKey.name).order_by(secs.desc()).limit(50))
-    by_key = [{"api_key_id": k, "name": name, "jobs": int(n), "billed_seconds": round(float(s), 6), "spend": money(s)}
-              for k, name, n, s in key_rows]
-    c_n, c_s = session.execute(select(func.count(), secs).where(*where, Job.status == "canceled")).one()
+        select(Job.api_key_id, ApiKey.name, func.count(), secs, usd).outerjoin(ApiKey, ApiKey.id == Job.api_key_id)
+        .where(*where).group_by(Job.api_key_id, ApiKey.name).order_by(usd.desc()).limit(50))
+    by_key = [{"api_key_id": k, "name": name, "jobs": int(n), "billed_seconds": round(float(sec), 6), "spend": money(u)}
+              for k, name, n, sec, u in key_rows]
+    day = func.date(Job.created_at)
+    by_day = [{"day": str(d), "jobs": int(n), "spend": money(u)}
+              for d, n, u in session.execute(select(day, func.count(), usd).where(*where).group_by(day)
+                                             .order_by(day.desc()).limit(92))]
+    out: dict[str, Any] = {
+        "price_per_second": prices.default.per_second, "billed_seconds": round(float(total_s or 0), 6),
+        "estimated_spend": money(total_usd), "by_model": by_model, "by_api_key": by_key, "by_day": by_day[::-1],
+    }
+    if by_metadata:
+        value = Job.meta[by_metadata].as_string()
+        out["by_metadata"] = {"key": by_metadata, "values": [
+            {"value": v, "jobs": int(n), "spend": money(u)}
+            for v, n, u in session.execute(select(value, func.count(), usd).where(*where).group_by(value)
+                                           .order_by(usd.desc()).limit(50))]}
+    c_n, c_s, c_u = session.execute(select(func.count(), secs, usd).where(*where, Job.status == "canceled")).one()
     a_n, a_s = session.execute(select(func.count(), func.coalesce(func.sum(Job.predict_time), 0.0))
                                .where(*where, Job.prediction_status == "aborted")).one()
-    return {
-        "price_per_second": price_per_second, "billed_seconds": round(total, 6), "estimated_spend": money(total),
-        "by_model": by_model, "by_api_key": by_key,
-        "canceled": {"count": int(c_n), "billed_seconds": round(float(c_s or 0), 6), "spend": money(c_s)},
-        "aborted": {"count": int(a_n), "unbilled_seconds": round(float(a_s or 0), 6), "spend": 0.0},
-    }
+    out["canceled"] = {"count": int(c_n), "billed_seconds": round(float(c_s or 0), 6), "spend": money(c_u)}
+    out["aborted"] = {"count": int(a_n), "unbilled_seconds": round(float(a_s or 0), 6), "spend": 0.0}
+    return out
+
+
+def _price_doc(p: Price) -> dict[str, float]:
+    return {"per_second": p.per_second, "per_output": p.per_output}
+
+
+def retention_status(session: Session, f: Filters, now: datetime) -> dict[str, Any]:
+    """What retention has done and has to do: jobs of the window whose outputs are deleted, terminal jobs
+    past their expiry not deleted yet (the sweeper's backlog, all time: near 0), and the next expiry.
+    The last two read only ix_jobs_expiring (rows not deleted yet)."""
+    deleted = session.scalar(select(func.count()).where(*f.clauses(), Job.outputs_deleted_at.is_not(None))) or 0
+    overdue = session.scalar(select(func.count()).where(
+        Job.expires_at < now, Job.outputs_deleted_at.is_(None), Job.status.in_(TERMINAL_NAMES))) or 0
+    nxt = session.scalar(select(func.min(Job.expires_at)).where(Job.outputs_deleted_at.is_(None)))
+    nxt = stats.as_utc(nxt)
+    return {"outputs_deleted": int(deleted), "overdue": int(overdue),
+            "next_expiry_at": nxt.isoformat() if nxt else None}
 
 
 def resolve_window(session: Session, f: Filters, now: datetime) -> tuple[datetime, datetime]:
@@ -79,9 +113,12 @@ def resolve_window(session: Session, f: Filters, now: datetime) -> tuple[datetim
     return (first if first and first < until else until - timedelta(hours=1)), until
 
 
-def report(session: Session, f: Filters, *, price_per_second: float, create_rate_per_min: int,
-           stuck_after: float, now: datetime | None = None) -> dict[str, Any]:
+def report(session: Session, f: Filters, *, create_rate_per_min: int, stuck_after: float,
+           now: datetime | None = None, prices: PriceTable | None = None, price_per_second: float = 0.0,
+           cost_by_metadata: str | None = None) -> dict[str, Any]:
+    """`prices`: the price table (without one, `price_per_second` for every model)."""
     now = now or utcnow()
+    prices = prices or PriceTable(Price(per_second=price_per_second))
     since, until = resolve_window(session, f, now)
     step = stats_series.bucket_seconds(since, until)
     counts = stats.status_counts(session, f)
@@ -102,7 +139,8 @@ def report(session: Session, f: Filters, *, price_per_second: float, create_rate
         "latency": {"phases": phases, "series": stats_series.latency_series(session, f, since, until, step)},
         "failures": stats.failures(session, f),
         "models": stats.per_model(session, f),
-        "cost": cost(session, f, price_per_second),
+        "cost": cost(session, f, prices, by_metadata=cost_by_metadata),
+        "retention": retention_status(session, f, now),
         # Callback deliveries by state and failed attempts, all time (not windowed or filtered).
         "callbacks": callbacks.counts(session),
     }

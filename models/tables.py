@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -56,6 +57,11 @@ class ApiKey(Base):
     # with SECRETS_KEY (never stored in the clear; printed once by `keys create`/`rotate-callback-secret`).
     callback_url: Mapped[str | None] = mapped_column(Text)
     callback_secret_sealed: Mapped[str | None] = mapped_column(Text)
+    # 0009: how long this key's jobs keep their outputs and inputs (None: GENQUEUE_RETENTION_DAYS), and
+    # its spend cap in USD per `spend_period` (day | month, UTC calendar windows; None: no cap).
+    retention_days: Mapped[int | None] = mapped_column(Integer)
+    spend_limit: Mapped[float | None] = mapped_column(Float)
+    spend_period: Mapped[str | None] = mapped_column(String(8))
 
 
 class Job(Base):
@@ -140,6 +146,11 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
 
+    # 0009: when the sweeper deletes the stored outputs and the input (created_at + the job's, else its
+    # key's, else the default retention; fixed at submit), and when that (or an erasure request) happened.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    outputs_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
     # 0008: the finished earlier attempts, loaded with the job wherever the API loads jobs (one SELECT per
     # page); workers never load ORM rows.
     past_attempts: Mapped[list[JobAttempt]] = relationship(
@@ -168,6 +179,12 @@ class Job(Base):
         # 0007: metadata containment on PostgreSQL (jsonb_path_ops: smaller, and `@>` is all we ask).
         Index("ix_jobs_meta", "meta", postgresql_using="gin", postgresql_ops={"meta": "jsonb_path_ops"}),
         Index("ix_jobs_key_status", "api_key_id", "status"),  # 0005: per-key queued/active counts
+        # 0009: only rows with something left to delete (see the migration); a key's spend in a window.
+        Index("ix_jobs_expiring", "expires_at", postgresql_where=text("outputs_deleted_at IS NULL"),
+              sqlite_where=text("outputs_deleted_at IS NULL")),
+        Index("ix_jobs_sealed_finished", "finished_at", postgresql_where=text("input_sealed IS NOT NULL"),
+              sqlite_where=text("input_sealed IS NOT NULL")),
+        Index("ix_jobs_key_finished", "api_key_id", "finished_at"),
     )
 
 

@@ -46,6 +46,7 @@ def lane_name(priority: int, key: str) -> str:
 class KeyRule:
     weight: int = 1
     max_running: int | None = None
+    held: bool = False  # its spend cap is reached: its jobs wait in their lanes until the window resets
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +99,7 @@ def plan(lanes: Iterable[Lane], n: int, now: float, *, rules: Mapping[str, KeyRu
             if i >= len(lane.heads):
                 continue
             rule = rules.get(lane.key, KeyRule())
-            if rule.max_running is not None and counts.get(lane.key, 0) >= rule.max_running:
+            if rule.held or (rule.max_running is not None and counts.get(lane.key, 0) >= rule.max_running):
                 continue
             job_at = lane.heads[i][1]
             eff = effective_priority(lane.priority, job_at, now, aging)

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from genqueue.core.crypto import masked_input
+from genqueue.core.pricing import PriceTable, job_cost
 from genqueue.intake.jsoncheck import larger_than
 from genqueue.intake.service import AcceptedJob
 from genqueue.models.tables import Job
@@ -103,6 +104,11 @@ class JobView(BaseModel):
     estimated_start_at: datetime | None = Field(None, description="Queued jobs only: when its create is expected")
     estimated_finish_at: datetime | None = Field(None, description="Running jobs only: when predictions of its "
                                                                    "model usually end")
+    cost: float | None = Field(None, description="USD: its predict_time and stored outputs at the model's price "
+                                                 "(GENQUEUE_PRICE_TABLE); 0 until it ran")
+    expires_at: datetime | None = Field(None, description="When its stored outputs and input are deleted (retention)")
+    outputs_deleted_at: datetime | None = Field(None, description="When they were deleted (retention or "
+                                                                  "`DELETE .../outputs`); its outputs then answer 410")
 
 
 class JobBatchView(BaseModel):
@@ -115,7 +121,8 @@ class JobPage(BaseModel):
 
 
 def job_view(job: Job, output_url: OutputUrl, *, input_limit: int | None = None,
-             show_storage: bool = False, estimate: Estimate | None = None) -> JobView:
+             show_storage: bool = False, estimate: Estimate | None = None,
+             prices: PriceTable | None = None) -> JobView:
     """`input_limit`: leave out an input larger than this many bytes (list pages). `show_storage`:
     include each output's storage URI (ops/admin callers)."""
     public = job.input_public or {}
@@ -165,6 +172,10 @@ def job_view(job: Job, output_url: OutputUrl, *, input_limit: int | None = None,
         queue_position=estimate.queue_position if estimate else None,
         estimated_start_at=estimate.estimated_start_at if estimate else None,
         estimated_finish_at=estimate.estimated_finish_at if estimate else None,
+        cost=None if prices is None else job_cost(prices.price(job.model or job.deployment), job.predict_time,
+                                                  len(job.outputs), aborted=job.prediction_status == "aborted"),
+        expires_at=job.expires_at,
+        outputs_deleted_at=job.outputs_deleted_at,
     )
 
 
@@ -193,4 +204,6 @@ def accepted_view(job: AcceptedJob) -> JobView:
         deadline_at=job.deadline_at,
         metadata=job.meta or {},
         priority=job.priority,
+        cost=0.0,
+        expires_at=job.expires_at,
     )

@@ -21,12 +21,14 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import redis
 
 from genqueue.models.db import make_engine, make_session_factory
-from genqueue.models.schedule import KeyLimits, holding_counts, key_limits, queued_jobs
+from genqueue.models.schedule import KeyLimits, capped_keys, holding_counts, key_limits, queued_jobs
 from genqueue.sched.plan import Fairness, KeyRule, plan
 from genqueue.sched.ready import Entry, ReadyQueues, entry
 from genqueue.worker.enqueue import QUEUE, SUBMIT
@@ -116,8 +118,13 @@ class Loop:
     """One dispatcher's state and its step; the thread around it is `Dispatcher`."""
 
     def __init__(self, settings: Settings, client: redis.Redis, sessions: sessionmaker[Session],
-                 send: object, me: str) -> None:
+                 send: object, me: str, clock: Callable[[], float] = time.time) -> None:
         self._redis = client
+        # Only the spend caps' windows read it (a test moves it past midnight); lanes and leases keep
+        # their own time.
+        self._clock = clock
+        self._prices = settings.prices()
+        self._held: set[str] = set()
         self._sessions = sessions
         self._send = send
         self._me = me
@@ -167,10 +174,11 @@ class Loop:
         rules = self.rules(now)
         limited = sorted({ln.key for ln in lanes if ln.key in rules and rules[ln.key].max_running is not None})
         active = self.active(limited)
-        picks = plan(lanes, PLAN_AHEAD, now, rules={k: KeyRule(v.weight, v.max_running) for k, v in rules.items()},
+        picks = plan(lanes, PLAN_AHEAD, now, rules={k: KeyRule(v.weight, v.max_running, k in self._held)
+                                                    for k, v in rules.items()},
                      active=active, fairness=self.fairness, aging=self._aging)
         if not picks:
-            return 0.1  # every key with work is at its max_running
+            return 0.1  # every key with work is at its max_running or its spend cap
         for pick in picks:
             wait = self.limiter.acquire("create", also_blocked_by=(self.breaker.open_key,))
             if wait > 0:
@@ -185,6 +193,13 @@ class Loop:
         if now - self._rules_at >= RULES_EVERY:
             with self._sessions() as session:
                 self._rules = key_limits(session)
+                # Spend caps: read with the limits, so a key is held (or released when its window
+                # resets, or its cap is raised) within RULES_EVERY.
+                at = datetime.fromtimestamp(self._clock(), UTC)
+                held = capped_keys(session, self._rules, self._prices, at)
+            if held != self._held:
+                log.info("dispatcher: keys held at their spend cap: %s", sorted(held) or "none")
+            self._held = held
             self._rules_at = now
         return self._rules
 

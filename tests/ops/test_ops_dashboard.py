@@ -21,6 +21,7 @@ from ops_helpers import EXPECTED_COUNTS
 from sqlalchemy import update
 
 from genqueue.core.events import publish
+from genqueue.models.keys import update_limits
 from genqueue.models.tables import Job
 from genqueue.simulator.png import make_png
 
@@ -63,6 +64,9 @@ def test_dashboard_in_chromium(served: tuple[Ops, str]) -> None:
             page = browser.new_page(viewport={"width": 1440, "height": 1100})
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            with ops.sessions.begin() as s:  # one key held at its spend cap (limit 0), one well under it
+                update_limits(s, ops.key_ids["alice"], spend_limit=0.0, spend_period="day")
+                update_limits(s, ops.key_ids["ops"], spend_limit=1000.0, spend_period="month")
             page.goto(f"{base}/dashboard")
             expect(page.locator("#login")).to_be_visible()
             page.fill("#key-input", ops.keys["alice"])  # a submit key is refused with a message
@@ -82,6 +86,13 @@ def test_dashboard_in_chromium(served: tuple[Ops, str]) -> None:
             assert page.locator("#chart-throughput svg rect").count() >= 5
             assert page.locator("#chart-latency svg path.line").count() >= 3
             expect(page.locator("#failures")).to_contain_text("prediction_failed")
+            # cost panel: by model at its price, by day (bars), spend caps (held / ok) and the retention line
+            expect(page.locator("#cost-models")).to_contain_text("/s")
+            assert page.locator("#chart-cost-day svg rect").count() >= 1
+            expect(page.locator("#cost-days tbody tr")).not_to_have_count(0)
+            expect(page.locator("#spend-caps tr[data-cap-key=alice]")).to_contain_text("held")
+            expect(page.locator("#spend-caps tr[data-cap-key=ops]")).to_contain_text("per month")
+            expect(page.locator("#retention-line")).to_contain_text("overdue")
             expect(page.locator("#jobs-table tbody tr[data-job-id]")).to_have_count(15)
             # status filter changes the jobs table
             page.select_option("#filter-status", "failed")

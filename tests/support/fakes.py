@@ -62,7 +62,7 @@ class RecordingEnqueuer:
 
 
 class MemoryStorage:
-    """Has the `put` and `open` of `genqueue.storage.Storage`; a missing key raises FileNotFoundError.
+    """Has the `put`, `open` and `delete` of `genqueue.storage.Storage`; a missing key raises FileNotFoundError.
     `open` yields 7-byte chunks, so a reader that assumes one chunk is caught."""
 
     def __init__(self) -> None:
@@ -76,3 +76,6 @@ class MemoryStorage:
             raise FileNotFoundError(key)
         data, ctype = self.objects[key]
         return iter([data[i:i + 7] for i in range(0, len(data), 7)]), ctype, len(data)
+
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)

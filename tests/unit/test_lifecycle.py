@@ -398,6 +398,8 @@ def test_stored_job_succeeds_with_its_timings() -> None:
     assert d.to is JobStatus.SUCCEEDED and d.values["finished_at"] == at(3.5)
     assert d.values["storage_time"] == 0.4 and d.values["end_to_end_time"] == 3.5
     assert d.values["queue_time"] == 0.2 and d.values["detection_lag"] == pytest.approx(0.1)
+    # The sealed secrets go in the same compare-and-set: nothing needs them after a success.
+    assert "input_sealed" in d.values and d.values["input_sealed"] is None
 
 
 # --- shared rules -----------------------------------------------------------------------------------

@@ -98,8 +98,10 @@ def _retry(now: datetime, delay: float) -> Decision:
 def stored(job: JobSnapshot, now: datetime) -> Decision:
     """Every output is copied: the job succeeded."""
     return Decision(expect=(JobStatus.STORING,), to=JobStatus.SUCCEEDED,
+                    # The sealed secrets go in the same compare-and-set (nothing can need them after a
+                    # success; a failed or canceled job keeps them for a replay: models/retention.py).
                     values={"finished_at": now, "next_check_at": None, "error_code": None, "error_message": None,
-                            **finish_timings(job, now)},
+                            "input_sealed": None, **finish_timings(job, now)},
                     log=f"succeeded outputs={len(job.output_refs or [])} "
                         f"e2e={(now - job.created_at).total_seconds():.3f}s")
 

@@ -23,11 +23,12 @@ from typing import Any
 import redis
 from sqlalchemy import ColumnElement, and_, or_, select, update
 
-from genqueue.models import batches, callbacks
+from genqueue.models import batches, callbacks, retention
 from genqueue.models.heartbeats import close_create_window, forget_silent, open_claims, read_beats
 from genqueue.models.jobs import JOBS, QUEUED_AUDIT, STUCK_AFTER
 from genqueue.models.status import JobStatus
 from genqueue.sched.ready import entry
+from genqueue.storage import StorageError
 from genqueue.worker.context import WorkerContext
 from genqueue.worker.enqueue import CALLBACK, FOLLOW_QUEUE, QUEUE, STORE_QUEUE, TASK_FOR_STEP
 from genqueue.worker.lifecycle.decision import Step
@@ -109,6 +110,7 @@ def sweep(ctx: WorkerContext, *, batch: int = 2000) -> SweepReport:
     _audit_queued(ctx, now, report, batch)
     with ctx.sessions.begin() as session:
         batches.close_finished(session, now)  # the batch callback's trigger (models/batches.py)
+    _retention(ctx, now, report)
     with ctx.sessions.begin() as session:
         rows = session.execute(
             select(JOBS.c.id, JOBS.c.status, JOBS.c.next_check_at)
@@ -156,6 +158,32 @@ def _audit_queued(ctx: WorkerContext, now: datetime, report: SweepReport, batch:
     if added:
         report.requeued["enqueue"] = added
         log.warning("sweep put %d queued jobs back in their lanes (of %d checked)", added, len(rows))
+
+
+# Jobs whose outputs are deleted per sweep (a sweep every 2 s: 3,000 a minute), and sealed secrets
+# dropped per sweep: bounded, so a day of expiries never makes one sweep long.
+RETENTION_BATCH = 100
+SECRETS_BATCH = 1000
+
+
+def _retention(ctx: WorkerContext, now: datetime, report: SweepReport) -> None:
+    """Delete what retention says is due (models/retention.py), and the secrets past the replay window.
+    A storage that refuses a delete leaves its job due for the next sweep; the others go on."""
+    with ctx.sessions.begin() as session:
+        dropped = retention.drop_replay_secrets(session, now, timedelta(seconds=ctx.settings.replay_window),
+                                                SECRETS_BATCH)
+        due = retention.due_for_retention(session, now, RETENTION_BATCH)
+    erased = 0
+    for job_id in due:
+        try:
+            erased += retention.erase(ctx.sessions, ctx.storage, job_id, now)
+        except StorageError as exc:
+            log.warning("retention: job=%s outputs not deleted yet (%s)", job_id, exc.reason or type(exc).__name__)
+    if erased:
+        report.requeued["retention"] = erased
+        log.info("retention deleted the outputs and input of %d jobs", erased)
+    if dropped:
+        report.requeued["secrets_dropped"] = dropped
 
 
 def _is_lost(row: Any, now: datetime) -> bool:

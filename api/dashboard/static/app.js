@@ -179,6 +179,7 @@
         return row(["key " + (names[k] || k), sc.queued_by_key[k]]);
       })));
     }
+    renderCost(s);
     var dl = $("model-list"); dl.textContent = "";
     s.models.forEach(function (m) { dl.appendChild(h("option", {value: m.model})); });
     var b = $("banner");
@@ -188,6 +189,31 @@
     if (s.stuck.count) notes.push(s.stuck.count + " stuck: " + s.stuck.job_ids.slice(0, 3).join(", "));
     b.textContent = notes.join(" · ");
     b.classList.toggle("hidden", !notes.length);
+  }
+
+  function renderCost(s) {
+    var c = s.cost;
+    table($("cost-models"), ["model", "jobs", "price", "spend"], c.by_model.map(function (m) {
+      var p = m.price || {};
+      var price = [p.per_second ? "$" + p.per_second + "/s" : "", p.per_output ? "$" + p.per_output + "/output" : ""]
+        .filter(Boolean).join(" + ") || "free";
+      return row([m.model, m.jobs, price, money(m.spend)]);
+    }));
+    var days = c.by_day || [];
+    GQCharts.stackedBars($("chart-cost-day"), days.map(function (d) { return {t: d.day, spend: d.spend}; }),
+      [{key: "spend", label: "USD", color: "#6c8cff"}], 86400);
+    table($("cost-days"), ["day", "jobs", "spend"], days.slice(-7).reverse().map(function (d) {
+      return row([d.day, d.jobs, money(d.spend)]);
+    }));
+    var caps = s.spend_caps || [];
+    table($("spend-caps"), ["key", "spent / limit", "state", "resets"], caps.map(function (k) {
+      return row([k.name || k.api_key_id, money(k.spent) + " / " + money(k.limit) + " per " + k.period,
+        h("span", {cls: "pill " + (k.reached ? "s-failed" : "s-succeeded"), text: k.reached ? "held" : "ok"}),
+        new Date(k.resets_at).toLocaleString()], {"data-cap-key": k.name || k.api_key_id, "data-reached": String(k.reached)});
+    }));
+    var r = s.retention || {};
+    $("retention-line").textContent = (r.outputs_deleted || 0) + " jobs' outputs deleted in window · " +
+      (r.overdue || 0) + " overdue · next expiry " + (r.next_expiry_at ? new Date(r.next_expiry_at).toLocaleString() : "none");
   }
 
   function renderJobs(page) {
