@@ -3,6 +3,7 @@ delivery counter that ends a job whose step keeps vanishing."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from genqueue.sched.plan import Pick
 from genqueue.sched.ready import entry
 from genqueue.worker.context import WorkerContext
 from genqueue.worker.heartbeat import Heartbeat, new_worker_id
+from genqueue.worker.lifecycle.policy import Polling
 from genqueue.worker.services.sweep import sweep
 from tests.support.worker_ctx import new_job, worker_context
 
@@ -37,7 +39,7 @@ def _job(ctx: WorkerContext, status: str, overdue: bool, by: float = 600) -> str
 def test_sweep_resends_overdue_steps_only(tmp_path: Path, db_url: str, redis_url: str) -> None:
     ctx = _ctx(tmp_path, db_url, redis_url)
     jobs = {s: _job(ctx, s, overdue=True) for s in ("queued", "submitting", "running", "storing")}
-    fresh = _job(ctx, "running", overdue=False)
+    fresh = _job(ctx, "running", overdue=True, by=-60)  # its check is a minute ahead: not due
     done = _job(ctx, "succeeded", overdue=True)
     report = sweep(ctx)
     sent = set(ctx.enqueuer.sent)
@@ -93,8 +95,10 @@ def test_storing_backlog_in_the_store_queue_is_not_resent(tmp_path: Path, db_url
 def test_a_step_seconds_overdue_and_not_in_its_queue_is_resent_at_once_without_counting(
         tmp_path: Path, db_url: str, redis_url: str) -> None:
     """Recovery in seconds: a step 3 s overdue (not yet STUCK_AFTER) is re-sent when its queue's list
-    cannot hold its message, the most overdue first, and only a 30 s overdue one counts as lost."""
+    cannot hold its message, the most overdue first, and only a 30 s overdue one counts as lost.
+    (The rule of a strategy that sends poll messages: Polling.)"""
     ctx = _ctx(tmp_path, db_url, redis_url)
+    ctx.policy = dataclasses.replace(ctx.policy, follow=Polling())
     older = _job(ctx, "running", overdue=True, by=4)
     newer = _job(ctx, "running", overdue=True, by=3)
     barely = _job(ctx, "running", overdue=True, by=0.5)  # not overdue enough: a step may run a bit late
