@@ -205,11 +205,12 @@ def test_wait_on_create_sees_the_api_own_cancel(served: Served) -> None:
         with served.client("alice") as c:
             holder["cancel"] = c.post(f"/v1/jobs/{job_id}/cancel")
 
-    _later(0.8, cancel_newest)
+    canceling = _later(0.8, cancel_newest)
     with served.client("alice") as c:
         started = time.monotonic()
         resp = c.post("/v1/jobs", json=body(), headers={"Prefer": "wait=20"})
         took = time.monotonic() - started
+    canceling.join(20)  # the wait may answer before the cancel's own answer reaches its thread
     assert resp.status_code == 202, resp.text
     assert resp.json()["status"] == "canceled", resp.text
     assert resp.headers["Preference-Applied"] == "wait=20"

@@ -4,6 +4,7 @@ a retry that drops itself and leaves the job to the sweeper minutes later."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from genqueue.simulator.config import SimConfig
 from genqueue.simulator.server import SimHandle, run_in_thread
 from genqueue.worker import tasks
 from genqueue.worker.lifecycle.decision import Next, Step
+from genqueue.worker.lifecycle.policy import Polling
 from genqueue.worker.services.submit import submit
 from tests.support.tcpproxy import TcpProxy
 from tests.support.worker_ctx import new_job, worker_context
@@ -38,6 +40,8 @@ def _ctx(tmp_path: Path, db_url: str, redis_url: str, sim: SimHandle) -> Any:  #
     ctx = worker_context(tmp_path, db_url, redis_url, threads=True, REPLICATE_BASE_URL=f"{sim.base_url}/v1",
                          OUTPUT_ALLOWED_HOSTS=urlsplit(sim.base_url).netloc, OUTPUT_ALLOW_PRIVATE=True)
     ctx.durations.observe("jigsawstack/image-generation", 1.5)
+    # The strategy whose steps copy outputs inline (the path these outages hit).
+    ctx.policy = dataclasses.replace(ctx.policy, follow=Polling())
     assert ctx.policy.create_wait(ctx.durations.expected("jigsawstack/image-generation")) == 3
     return ctx
 

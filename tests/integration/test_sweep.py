@@ -38,6 +38,9 @@ def _job(ctx: WorkerContext, status: str, overdue: bool, by: float = 600) -> str
 
 def test_sweep_resends_overdue_steps_only(tmp_path: Path, db_url: str, redis_url: str) -> None:
     ctx = _ctx(tmp_path, db_url, redis_url)
+    # Poll messages carry each running job (Polling): an overdue one lost its message. (Without poll
+    # messages, a running job's safety-net poll is simply due at next_check_at: test_webhooks.)
+    ctx.policy = dataclasses.replace(ctx.policy, follow=Polling())
     jobs = {s: _job(ctx, s, overdue=True) for s in ("queued", "submitting", "running", "storing")}
     fresh = _job(ctx, "running", overdue=True, by=-60)  # its check is a minute ahead: not due
     done = _job(ctx, "succeeded", overdue=True)

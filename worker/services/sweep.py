@@ -127,12 +127,6 @@ def sweep(ctx: WorkerContext, *, batch: int = 2000) -> SweepReport:
         # a queue is not a delivery: queued jobs don't count, nor do routine safety-net polls.
         lost = [r.id for r in rows if r.status != JobStatus.QUEUED and _is_lost(r, now)]
         session.execute(update(JOBS).where(JOBS.c.id.in_([r.id for r in rows])).values(next_check_at=now))
-        if not ctx.policy.follow.sends_polls:
-            # A safety-net poll is due as soon as next_check_at passes (no poll messages): the one sent
-            # now gets a sweep's time to run before the next sweep would send it again.
-            polled = [r.id for r in rows if r.status == JobStatus.RUNNING.value]
-            if polled:
-                session.execute(update(JOBS).where(JOBS.c.id.in_(polled)).values(next_check_at=now + FAST_RESEND))
         if lost:
             session.execute(update(JOBS).where(JOBS.c.id.in_(lost)).values(deliveries=JOBS.c.deliveries + 1))
     for row in rows:
