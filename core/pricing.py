@@ -45,11 +45,19 @@ class PriceTable:
         return any(p.per_output for p in (self.default, *self.models.values()))
 
 
-def job_cost(price: Price, predict_time: float | None, outputs: int, *, aborted: bool = False) -> float:
+def job_cost(price: Price, predict_time: float | None, outputs: int, *, aborted: bool = False,
+             earlier_seconds: float = 0.0) -> float:
     """USD for one job: seconds billed times the per-second price plus outputs times the per-output one.
-    An aborted prediction never ran and is not billed."""
+    An aborted prediction never ran and is not billed. `earlier_seconds`: what the job's earlier
+    attempts were billed (each a prediction of its own: `billed_seconds`)."""
     seconds = 0.0 if aborted or predict_time is None else max(0.0, predict_time)
+    seconds += max(0.0, earlier_seconds)
     return round(seconds * price.per_second + max(0, outputs) * price.per_output, 9)
+
+
+def billed_seconds(predict_time: float | None, prediction_status: str | None) -> float:
+    """One finished attempt's billed seconds (an aborted prediction never ran)."""
+    return 0.0 if prediction_status == "aborted" or predict_time is None else max(0.0, predict_time)
 
 
 def _amount(where: str, value: Any) -> float:

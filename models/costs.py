@@ -15,9 +15,10 @@ from sqlalchemy import Float, Table, case, func, literal, select
 from sqlalchemy.orm import Session
 
 from genqueue.core.pricing import PriceTable
-from genqueue.models.tables import Job, JobOutput
+from genqueue.models.tables import Job, JobAttempt, JobOutput
 
 OUTPUTS = cast(Table, JobOutput.__table__)
+ATTEMPTS = cast(Table, JobAttempt.__table__)
 JOB_TABLE = cast(Table, Job.__table__)
 
 
@@ -35,7 +36,12 @@ def cost_expr(table: PriceTable, jobs: Table = JOB_TABLE) -> Any:
     key) only when some price counts them; their rows outlive retention, so a cost never changes then."""
     aborted = func.coalesce(jobs.c.prediction_status, "") == "aborted"
     seconds = case((aborted, 0.0), else_=func.coalesce(jobs.c.predict_time, 0.0))
-    expr = seconds * _by_model(table, "per_second", jobs)
+    # Earlier attempts (a retry policy, a replay) were predictions of their own, billed too.
+    earlier_aborted = func.coalesce(ATTEMPTS.c.prediction_status, "") == "aborted"
+    earlier = (select(func.coalesce(func.sum(case(
+        (earlier_aborted, 0.0), else_=func.coalesce(ATTEMPTS.c.metrics["predict_time"].as_float(), 0.0))), 0.0))
+        .where(ATTEMPTS.c.job_id == jobs.c.id).correlate(jobs).scalar_subquery())
+    expr = (seconds + earlier) * _by_model(table, "per_second", jobs)
     if table.prices_outputs:
         n = (select(func.count()).select_from(OUTPUTS).where(OUTPUTS.c.job_id == jobs.c.id)
              .correlate(jobs).scalar_subquery())

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from genqueue.core.crypto import masked_input
-from genqueue.core.pricing import PriceTable, job_cost
+from genqueue.core.pricing import PriceTable, billed_seconds, job_cost
 from genqueue.intake.jsoncheck import larger_than
 from genqueue.intake.service import AcceptedJob
 from genqueue.models.tables import Job
@@ -172,8 +172,11 @@ def job_view(job: Job, output_url: OutputUrl, *, input_limit: int | None = None,
         queue_position=estimate.queue_position if estimate else None,
         estimated_start_at=estimate.estimated_start_at if estimate else None,
         estimated_finish_at=estimate.estimated_finish_at if estimate else None,
-        cost=None if prices is None else job_cost(prices.price(job.model or job.deployment), job.predict_time,
-                                                  len(job.outputs), aborted=job.prediction_status == "aborted"),
+        cost=None if prices is None else job_cost(
+            prices.price(job.model or job.deployment), job.predict_time, len(job.outputs),
+            aborted=job.prediction_status == "aborted",
+            earlier_seconds=sum(billed_seconds((a.metrics or {}).get("predict_time"), a.prediction_status)
+                                for a in job.past_attempts)),
         expires_at=job.expires_at,
         outputs_deleted_at=job.outputs_deleted_at,
     )

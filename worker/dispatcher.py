@@ -18,10 +18,10 @@ submit step's committed claim would stop a second create anyway.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,7 @@ from genqueue.models.db import make_engine, make_session_factory
 from genqueue.models.schedule import KeyLimits, capped_keys, holding_counts, key_limits, queued_jobs
 from genqueue.sched.plan import Fairness, KeyRule, plan
 from genqueue.sched.ready import Entry, ReadyQueues, entry
+from genqueue.worker.background import Background
 from genqueue.worker.enqueue import QUEUE, SUBMIT
 from genqueue.worker.ratelimit import CircuitBreaker, RateLimiter
 
@@ -66,46 +67,24 @@ return 0
 """
 
 
-class Dispatcher:
+class Dispatcher(Background):
+    name = "genqueue-dispatcher"
+    what = "dispatcher"
+
     def __init__(self, settings: Settings, app: Celery, worker_id: str) -> None:
+        super().__init__(worker_id)
         self._settings = settings
         self._app = app
-        self.worker_id = worker_id
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    # --- lifecycle (like worker.heartbeat: a daemon thread of the worker's main process) ------------
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="genqueue-dispatcher", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def _run(self) -> None:
+    def open(self, resources: ExitStack) -> Callable[[], float]:
         client = redis.Redis.from_url(self._settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        resources.callback(client.close)
         # A connection per query, none kept: the main process may fork pool children later.
         engine = make_engine(self._settings.effective_database_url, no_pool=True)
+        resources.callback(engine.dispose)
         loop = Loop(self._settings, client, make_session_factory(engine), self._send, self.worker_id)
-        failing = False
-        try:
-            while not self._stop.is_set():
-                try:
-                    pause = loop.step()
-                    failing = False
-                except Exception as exc:  # Redis or the database away: try again shortly
-                    if not failing:
-                        log.warning("dispatcher %s paused (%s: %s)", self.worker_id, type(exc).__name__, exc)
-                    failing = True
-                    pause = 1.0
-                if pause > 0:
-                    self._stop.wait(pause)
-        finally:
-            loop.resign()
-            engine.dispose()
-            client.close()
+        resources.callback(loop.resign)  # on a clean stop, hand the lease over at once
+        return loop.step
 
     def _send(self, job_id: str) -> None:
         from genqueue.worker.enqueue import Enqueuer

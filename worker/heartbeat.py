@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
 
 from genqueue.models.db import make_engine, make_session_factory
 from genqueue.models.heartbeats import BEAT_EVERY, beat
+from genqueue.worker.background import Background
 
 log = logging.getLogger(__name__)
 
@@ -25,40 +27,23 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class Heartbeat:
+class Heartbeat(Background):
+    name = "genqueue-heartbeat"
+    what = "heartbeat"
+
     def __init__(self, database_url: str, worker_id: str, every: float = BEAT_EVERY) -> None:
-        self.worker_id = worker_id
+        super().__init__(worker_id)
         self._every = every
         self._url = database_url
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="genqueue-heartbeat", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def _run(self) -> None:
+    def open(self, resources: ExitStack) -> Callable[[], float]:
         engine = make_engine(self._url, no_pool=True)
+        resources.callback(engine.dispose)
         sessions = make_session_factory(engine)
-        failing = False
-        try:
-            while True:
-                try:
-                    with sessions.begin() as session:
-                        beat(session, self.worker_id)
-                    if failing:
-                        log.info("heartbeat %s recorded again", self.worker_id)
-                    failing = False
-                except Exception as exc:  # the database is away: the next beat tries again
-                    if not failing:
-                        log.warning("heartbeat %s not recorded (%s); retrying", self.worker_id, type(exc).__name__)
-                    failing = True
-                if self._stop.wait(self._every):
-                    return
-        finally:
-            engine.dispose()
+
+        def step() -> float:
+            with sessions.begin() as session:
+                beat(session, self.worker_id)
+            return self._every
+
+        return step

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,7 @@ from sqlalchemy import select
 from genqueue.models.db import make_engine, make_session_factory
 from genqueue.models.jobs import JOBS
 from genqueue.models.status import JobStatus
+from genqueue.worker.background import Background
 from genqueue.worker.dispatcher import LEASE, LEASE_SCRIPT
 from genqueue.worker.durations import Durations
 from genqueue.worker.lifecycle.pages import Kind, Read, Tracked, plan, reads_per_tick
@@ -235,57 +236,37 @@ class Reader:
                           now - p.completed_at.timestamp())
 
 
-class PageReader:
+class PageReader(Background):
     """The reader's thread in a worker's main process (started with the dispatcher)."""
 
+    name = "genqueue-pages"
+    what = "page reader"
+
     def __init__(self, settings: Settings, app: Celery, worker_id: str) -> None:
+        super().__init__(worker_id)
         self._settings = settings
         self._app = app
-        self.worker_id = worker_id
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="genqueue-pages", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def _run(self) -> None:
+    def open(self, resources: ExitStack) -> Callable[[], float]:
         from genqueue.worker.context import budget_learner
         from genqueue.worker.enqueue import Enqueuer
 
         s = self._settings
         client = redis.Redis.from_url(s.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        resources.callback(client.close)
         # A connection per query, none kept: the main process may fork pool children later.
         engine = make_engine(s.effective_database_url, no_pool=True)
+        resources.callback(engine.dispose)
         recorder = Recorder(client)
         http = make_http_client(base_url=s.replicate_base_url, token=s.token(), timeout=READ_TIMEOUT,
                                 transport=make_transport(), max_connections=4)
+        resources.callback(http.close)
+        resources.callback(recorder.flush)
         limiter = RateLimiter(client, create_per_min=s.create_rate_per_min, read_per_min=s.read_rate_per_min)
         replicate = ReplicateClient(http, s.replicate_base_url, on_response=recorder.replicate_response,
                                     on_rate_headers=budget_learner(limiter))  # its answers teach the fleet too
         reader = Reader(s, client, make_session_factory(engine), replicate, Enqueuer(self._app).observe,
                         self.worker_id, limiter=limiter)
-        failing = False
-        try:
-            while not self._stop.is_set():
-                try:
-                    pause = reader.step()
-                    failing = False
-                except Exception as exc:  # Redis, the database or Replicate away: try again shortly
-                    if not failing:
-                        log.warning("page reader %s paused (%s: %s)", self.worker_id, type(exc).__name__, exc)
-                    failing = True
-                    pause = 1.0
-                self._stop.wait(pause)
-        finally:
-            reader.resign()
-            recorder.flush()
-            http.close()
-            engine.dispose()
-            client.close()
+        resources.callback(reader.resign)
+        return reader.step
 

@@ -78,3 +78,26 @@ def test_erasure_deletes_that_jobs_bytes_only_and_its_outputs_then_answer_410(ap
     assert api.client.get(f"/v1/jobs/{jobs[1]}/outputs/0", headers=api.auth("alice")).status_code == 200
     # Cost in the job JSON: 2 s at the default GENQUEUE_PRICE_PER_SECOND (0.0014), whatever was deleted.
     assert api.client.get(f"/v1/jobs/{jobs[0]}", headers=api.auth("alice")).json()["cost"] == pytest.approx(0.0028)
+
+
+def test_a_jobs_cost_counts_every_attempt_it_was_billed_for(api: Api) -> None:
+    """Each attempt was a prediction of its own: the job's cost is their billed seconds (an aborted one
+    never ran) at the model's price, in the job JSON and in the stats alike (the default price here)."""
+    from sqlalchemy import insert
+
+    from genqueue.models.tables import JobAttempt
+
+    job_id = api.create("alice", body("retried"))["id"]
+    api.set_job(job_id, status="succeeded", predict_time=3.0, attempt=3, finished_at=utcnow())
+    with api.sessions.begin() as s:
+        s.execute(insert(JobAttempt), [
+            {"job_id": job_id, "attempt": 1, "status": "failed", "prediction_status": "failed",
+             "metrics": {"predict_time": 2.0}, "error_code": "prediction_failed"},
+            {"job_id": job_id, "attempt": 2, "status": "failed", "prediction_status": "aborted",
+             "metrics": {"predict_time": 5.0}, "error_code": "deadline_exceeded"},
+        ])
+    price = api.app.state.settings.price_per_second
+    job = api.client.get(f"/v1/jobs/{job_id}", headers=api.auth("alice")).json()
+    assert job["cost"] == pytest.approx((3.0 + 2.0) * price)
+    stats = api.client.get("/v1/stats?window=all", headers=api.auth("ops")).json()
+    assert stats["cost"]["estimated_spend"] == pytest.approx((3.0 + 2.0) * price)
