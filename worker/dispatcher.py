@@ -9,8 +9,8 @@ per-key `max_running`) is decided in one place that sees every lane, which a set
 Celery queues could not do.
 
 One dispatcher runs at a time: a thread in every worker's main process competes for a Redis lease
-(`LEASE` seconds, renewed every loop); when the holder dies, another worker takes over within
-`LEASE` + 1 s. Two holders at once (a paused process waking after its lease passed) are harmless:
+(`worker.lease`, 3 s, renewed every loop); when the holder dies, another worker takes over within
+the lease + 1 s. Two holders at once (a paused process waking after its lease passed) are harmless:
 `ReadyQueues.take` moves a job out of its lane atomically, so each job is taken once, and the
 submit step's committed claim would stop a second create anyway.
 """
@@ -33,6 +33,7 @@ from genqueue.sched.plan import Fairness, KeyRule, plan
 from genqueue.sched.ready import Entry, ReadyQueues, entry
 from genqueue.worker.background import Background
 from genqueue.worker.enqueue import QUEUE, SUBMIT
+from genqueue.worker.lease import Lease
 from genqueue.worker.ratelimit import CircuitBreaker, RateLimiter
 
 if TYPE_CHECKING:
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LEASE = 3.0  # seconds a dispatcher's lease lasts without renewal
 PLAN_AHEAD = 4  # picks per plan: re-planned at least this often, so a new urgent job waits <= 4 dispatches
 # Submit messages allowed to wait in the `genqueue` list. More would mean workers are behind, and the
 # tokens taken for them would turn into a burst of creates at Replicate (429s) when workers catch up.
@@ -54,17 +54,6 @@ RULES_EVERY = 5.0  # seconds between reads of key weights and limits
 HOUSEKEEPING_EVERY = 2.0
 STATS_KEY = "gq:sched:stats"
 LEADER_KEY = "gq:sched:leader"
-
-# KEYS[1] the lease; ARGV: me, ms. (worker.pages holds its own lease with it too.)
-# Take the lease if free, renew it if mine. Returns 1 if held.
-LEASE_SCRIPT = """
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
 
 
 class Dispatcher(Background):
@@ -112,29 +101,21 @@ class Loop:
                                    read_per_min=settings.read_rate_per_min)
         self.breaker = CircuitBreaker(client)
         self._aging = settings.priority_aging
-        self._lease = client.register_script(LEASE_SCRIPT)
+        self._lease = Lease(client, LEADER_KEY, me, "dispatcher")
         self.fairness = Fairness()
         self._rules: dict[str, KeyLimits] = {}
         self._rules_at = 0.0
         self._housekeeping_at = 0.0
         self._sent: deque[float] = deque()
-        self._leading = False
 
     def leads(self) -> bool:
-        held = bool(self._lease(keys=[LEADER_KEY], args=[self._me, int(LEASE * 1000)]))
-        if held != self._leading:
-            log.info("dispatcher %s %s", self._me, "leads" if held else "stands by")
-            self._leading = held
-            self.fairness = Fairness()
-        return held
+        was = self._lease.held
+        if self._lease.renew() != was:
+            self.fairness = Fairness()  # a new holder starts the shares afresh
+        return self._lease.held
 
     def resign(self) -> None:
-        """On a clean stop: hand over at once instead of after the lease."""
-        try:
-            if self._redis.get(LEADER_KEY) == self._me.encode():
-                self._redis.delete(LEADER_KEY)
-        except redis.RedisError:
-            pass
+        self._lease.resign()
 
     def step(self) -> float:
         """Dispatch what the budget allows now; returns seconds to pause before the next step."""

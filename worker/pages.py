@@ -34,8 +34,8 @@ from genqueue.models.db import make_engine, make_session_factory
 from genqueue.models.jobs import JOBS
 from genqueue.models.status import JobStatus
 from genqueue.worker.background import Background
-from genqueue.worker.dispatcher import LEASE, LEASE_SCRIPT
 from genqueue.worker.durations import Durations
+from genqueue.worker.lease import Lease
 from genqueue.worker.lifecycle.pages import Kind, Read, Tracked, plan, reads_per_tick
 from genqueue.worker.metrics import Recorder
 from genqueue.worker.ratelimit import RateLimiter
@@ -101,7 +101,7 @@ class Reader:
         # Wall clock, compared with Replicate's created_at: the simulator shares it; against Replicate
         # an NTP-synced host is off by milliseconds, well under a tick.
         self._clock = clock
-        self._lease = client.register_script(LEASE_SCRIPT)
+        self._lease = Lease(client, LEADER_KEY, me, "page reader")
         self.limiter = limiter or RateLimiter(client, create_per_min=settings.create_rate_per_min,
                                               read_per_min=settings.read_rate_per_min)
         self.durations = Durations(client)
@@ -111,24 +111,16 @@ class Reader:
         self._gone: list[tuple[float, float]] = []  # (left running at, created) of finished predictions
         self._known: list[float] = []
         self._refreshed_at = 0.0
-        self._leading = False
         self.reads = 0  # reads made by this reader (figures for tests and logs)
 
     def leads(self) -> bool:
-        held = bool(self._lease(keys=[LEADER_KEY], args=[self._me, int(LEASE * 1000)]))
-        if held != self._leading:
-            log.info("page reader %s %s", self._me, "leads" if held else "stands by")
-            self._leading = held
-            if not held:
-                self.followed, self._by_prediction, self._gone = {}, {}, []
-        return held
+        was = self._lease.held
+        if not self._lease.renew() and was:
+            self.followed, self._by_prediction, self._gone = {}, {}, []  # another reader follows them now
+        return self._lease.held
 
     def resign(self) -> None:
-        try:
-            if self._redis.get(LEADER_KEY) == self._me.encode():
-                self._redis.delete(LEADER_KEY)
-        except redis.RedisError:
-            pass
+        self._lease.resign()
 
     def step(self) -> float:
         """Make the reads due now (within the budget); returns seconds to pause before the next tick."""
